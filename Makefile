@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python 3.11+ and make: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint widget clean
+
+# (Re)install whenever pyproject.toml changes; the stamp makes repeat runs instant.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/flask --app app db upgrade
+	$(BIN)/flask --app app demo --origin http://$(HOST):$(PORT) --origin http://localhost:$(PORT)
+	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench widget
+
+# Rebuild the minified widget served at /widget.js (a test fails when it is stale).
+widget: $(STAMP)
+	$(BIN)/python -m widget.build
+
+clean:
+	rm -rf $(VENV) .pytest_cache

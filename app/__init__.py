@@ -1,0 +1,93 @@
+"""Closeloop: embeddable micro-survey feedback with a closed loop behind every answer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import queue
+from .config import Defaults, env_overrides
+from .extensions import csrf, db, limiter, login_manager, migrate
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults → instance/config.py → env → `test_config`, then init_app."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(Defaults)
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("CLOSELOOP")
+        app.config.update(env_overrides())
+    else:
+        app.config.update(test_config)
+    _finish_config(app)
+
+    if app.config["PROXY_FIX_X_FOR"]:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"], x_proto=1, x_host=1
+        )
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    limiter.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    queue.init_app(app)
+
+    from . import assets, errors, security
+    from .admin import bp as admin_bp
+    from .cli import register as register_cli
+    from .demo import bp as demo_bp
+    from .embed import bp as embed_bp
+
+    assets.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(embed_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(demo_bp)
+    register_cli(app)
+    return app
+
+
+def _finish_config(app: Flask) -> None:
+    cfg = app.config
+    if not cfg.get("SECRET_KEY"):
+        # No default secret outside development: refuse to start rather than sign with a guess.
+        raise RuntimeError(
+            "SECRET_KEY is not set. Put it in instance/config.py or the SECRET_KEY environment "
+            "variable (`make run` writes a development one for you)."
+        )
+    uri: str = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and ":memory:" not in uri:
+        os.makedirs(app.instance_path, exist_ok=True)
+        cfg["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(
+            app.instance_path, uri.removeprefix("sqlite:///")
+        )
+    if uri.startswith("sqlite"):
+        opts = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        opts.setdefault("connect_args", {}).setdefault("timeout", 15)
+        cfg["SQLALCHEMY_ENGINE_OPTIONS"] = opts
+    if not cfg.get("RATELIMIT_STORAGE_URI"):
+        cfg["RATELIMIT_STORAGE_URI"] = cfg.get("REDIS_URL") or "memory://"
+    if cfg.get("ENV_NAME") == "development":
+        cfg["SESSION_COOKIE_SECURE"] = False
+        cfg["REMEMBER_COOKIE_SECURE"] = False
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: WAL so readers never block the writer, a busy timeout, enforced foreign keys."""
+    if type(dbapi_connection).__module__ == "sqlite3":
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=15000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()

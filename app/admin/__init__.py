@@ -1,0 +1,7 @@
+"""Staff surface. For now: sign-in and a read-only list of responses and their cases."""
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+from . import views  # noqa: E402,F401

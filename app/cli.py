@@ -1,0 +1,150 @@
+"""`flask` commands: sites, staff, demo, worker, cron, sweep."""
+
+from __future__ import annotations
+
+import secrets
+
+import click
+from flask import Flask, current_app, url_for
+from sqlalchemy import select
+
+from . import sites as site_ops
+from . import staff as staff_ops
+from .extensions import db
+from .models import StaffUser
+
+
+def _snippet(public_key: str, base: str) -> str:
+    return (f'<script src="{base}/widget.js" async data-site="{public_key}" '
+            'data-moment="checkout" data-sku="SKU-1" data-channel="web"></script>')
+
+
+def _base_url() -> str:
+    return current_app.config.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
+
+
+def register(app: Flask) -> None:
+    """Attach the command groups to the app's CLI."""
+
+    @app.cli.group("sites")
+    def sites_group() -> None:
+        """Manage sites (shops that embed the widget)."""
+
+    @sites_group.command("create")
+    @click.option("--name", required=True)
+    @click.option("--origin", "origins", multiple=True, required=True,
+                  help="Allowed embedding origin, e.g. https://shop.example (repeatable).")
+    @click.option("--review-url", default=None, help="Public review page offered to everyone.")
+    @click.option("--referral-url", default=None)
+    @click.option("--support-contact", default=None, help="Email address or URL for help.")
+    @click.option("--locale", default="en")
+    def sites_create(name: str, origins: tuple[str, ...], review_url: str | None,
+                     referral_url: str | None, support_contact: str | None, locale: str) -> None:
+        """Create a site; prints its public key, signing secret and script tag."""
+        try:
+            site = site_ops.create(name, list(origins), review_url, support_contact, locale,
+                                   referral_url=referral_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        click.echo(f"public key:     {site.public_key}")
+        click.echo(f"signing secret: {site.signing_secrets[-1]}   (keep it on your server)")
+        click.echo(f"script tag:     {_snippet(site.public_key, _base_url())}")
+
+    @sites_group.command("rotate-secret")
+    @click.argument("public_key")
+    @click.option("--drop-old", is_flag=True, help="Stop accepting tokens signed before now.")
+    def sites_rotate(public_key: str, drop_old: bool) -> None:
+        """Add a new signing secret; older ones keep verifying unless --drop-old."""
+        site = site_ops.by_key(public_key)
+        if site is None:
+            raise click.BadParameter(f"no site with public key {public_key}")
+        secret = site_ops.rotate_secret(site, drop_old=drop_old)
+        click.echo(f"new signing secret: {secret}")
+        click.echo(f"secrets accepted:   {len(site.signing_secrets)}")
+
+    @sites_group.command("list")
+    def sites_list() -> None:
+        """List sites with their keys and origins."""
+        for site in db.session.scalars(select(site_ops.Site).order_by(site_ops.Site.id)):
+            click.echo(f"{site.public_key}\t{site.name}\t{' '.join(site.allowed_origins)}")
+
+    @app.cli.group("staff")
+    def staff_group() -> None:
+        """Manage staff accounts."""
+
+    @staff_group.command("create")
+    @click.argument("email")
+    @click.option("--role", type=click.Choice(["agent", "lead", "admin"]), default="agent")
+    @click.password_option(envvar="CLOSELOOP_STAFF_PASSWORD")
+    def staff_create(email: str, role: str, password: str) -> None:
+        """Create a staff account."""
+        try:
+            staff_ops.create(email, password, role)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        click.echo(f"created {role} {email}")
+
+    @app.cli.command("demo")
+    @click.option("--origin", "origins", multiple=True,
+                  default=["http://127.0.0.1:5000", "http://localhost:5000"])
+    def demo(origins: tuple[str, ...]) -> None:
+        """Seed the demo site and a demo staff account (prints the login)."""
+        key = current_app.config["DEMO_SITE_KEY"]
+        site = site_ops.by_key(key)
+        if site is None:
+            site = site_ops.create("Nordic Gear (demo)", list(origins),
+                                   review_url="https://example.com/reviews/nordic-gear",
+                                   support_contact="help@nordicgear.example", public_key=key)
+        else:
+            site.allowed_origins = sorted(set(site.allowed_origins) | set(origins))
+            db.session.commit()
+        email = "demo@closeloop.example"
+        password = secrets.token_urlsafe(12)
+        user = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
+        if user is not None:
+            db.session.delete(user)
+            db.session.commit()
+        staff_ops.create(email, password, "admin")
+        base = origins[0]
+        with current_app.test_request_context(base_url=base):
+            click.echo(f"demo shop:   {url_for('demo.index', _external=True)}")
+            click.echo(f"staff login: {url_for('admin.login', _external=True)}  "
+                       f"{email} / {password}")
+
+    @app.cli.command("worker")
+    @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+    @click.option("--simple", is_flag=True, help="Run jobs in this process (no fork).")
+    def worker(burst: bool, simple: bool) -> None:
+        """Run an RQ worker (with RQ's scheduler for retries); sweeps the outbox first."""
+        from . import queue
+        from .loop.outbox import sweep
+        from .worker import AppSimpleWorker, AppWorker
+
+        jobs = queue.jobs()
+        if jobs.backend != "rq":
+            raise click.UsageError("REDIS_URL is not set: jobs run in the web process.")
+        click.echo(f"outbox sweep at start: {sweep()} item(s) dispatched")
+        cls = AppSimpleWorker if simple else AppWorker
+        w = cls([jobs.rq_queue], connection=jobs.redis, app=current_app._get_current_object())
+        w.work(burst=burst, with_scheduler=True)
+
+    @app.cli.command("cron")
+    @click.option("--interval", default=60, show_default=True, help="Seconds between sweeps.")
+    def cron(interval: int) -> None:
+        """Run RQ's cron scheduler: enqueues the outbox sweep every --interval seconds."""
+        from rq.cron import CronScheduler
+
+        from . import queue
+        from .loop.jobs import sweep_outbox
+
+        jobs = queue.jobs()
+        scheduler = CronScheduler(connection=jobs.redis)
+        scheduler.register(sweep_outbox, queue_name=jobs.rq_queue.name, interval=interval)
+        scheduler.start()
+
+    @app.cli.command("sweep")
+    def sweep_cmd() -> None:
+        """Dispatch outbox items that were never done (for a system cron)."""
+        from .loop.outbox import sweep
+
+        click.echo(f"{sweep()} item(s) dispatched")

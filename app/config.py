@@ -1,0 +1,76 @@
+"""Configuration defaults. Secrets never live here: they come from instance/config.py or env."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+
+class Defaults:
+    """Settings every deployment starts from; each one can be overridden."""
+
+    ENV_NAME = "production"  # "development" only where `make run`/`flask demo` wrote it
+    SECRET_KEY: str | None = None
+    SECRET_KEY_FALLBACKS: list[str] = []
+
+    SQLALCHEMY_DATABASE_URI = "sqlite:///closeloop.sqlite3"  # made absolute under instance/
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    REDIS_URL: str | None = None
+    # "rq" when REDIS_URL is set, else "inline" (jobs run in this process after commit).
+    JOBS_BACKEND: str | None = None
+    # Hand the enqueue to a background thread so no Redis round trip sits on the request path;
+    # the outbox sweeper covers whatever a crash drops.
+    JOBS_DISPATCH_ASYNC = True
+    JOBS_QUEUE = "closeloop"
+    JOBS_RETRY_INTERVALS = [10, 60, 300]
+    OUTBOX_SWEEP_GRACE = timedelta(seconds=30)
+    OUTBOX_MAX_ATTEMPTS = 10
+
+    PUBLIC_PROMPT_MAX_AGE = int(timedelta(days=1).total_seconds())
+    VERIFIED_PROMPT_MAX_AGE = int(timedelta(days=30).total_seconds())
+    # Public URL of this service as seen by browsers (widget links); empty = request host.
+    PUBLIC_BASE_URL = ""
+
+    # Bodies: prompt answers are small; anything bigger is refused with 413 before parsing.
+    MAX_CONTENT_LENGTH = 3 * 1024 * 1024
+    EMBED_MAX_BODY = 16 * 1024
+    COMMENT_MAX_CHARS = 1000
+
+    RATELIMIT_STORAGE_URI: str | None = None  # REDIS_URL, or memory:// without one
+    RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_STRATEGY = "fixed-window"
+    RATELIMIT_KEY_PREFIX = "closeloop-rl"
+    LIMIT_PROMPT_ISSUE = "120 per minute"
+    LIMIT_SUBMIT = "100 per minute"
+    LIMIT_SUBMIT_PER_TOKEN = "10 per minute"
+    LIMIT_LOGIN = "10 per 15 minutes"
+    # Number of trusted proxies in front of the app (ProxyFix x_for); 0 = use the socket peer.
+    PROXY_FIX_X_FOR = 0
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
+    PASSWORD_HASH_METHOD = "scrypt:131072:8:1"  # OWASP: scrypt N >= 2**17
+
+    DEMO_SITE_KEY = "pk_demo"
+
+
+def env_overrides(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[str, object]:
+    """The unprefixed names every PaaS sets (DATABASE_URL, REDIS_URL, SECRET_KEY)."""
+    out: dict[str, object] = {}
+    if environ.get("DATABASE_URL"):
+        url = environ["DATABASE_URL"]
+        # Heroku-style postgres:// URLs name no driver; psycopg 3 is ours.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url[len(prefix):]
+        out["SQLALCHEMY_DATABASE_URI"] = url
+    if environ.get("REDIS_URL"):
+        out["REDIS_URL"] = environ["REDIS_URL"]
+    if environ.get("SECRET_KEY"):
+        out["SECRET_KEY"] = environ["SECRET_KEY"]
+    return out

@@ -1,0 +1,50 @@
+"""The prompt form: a plain WTForms form (no CSRF cookie: the signed token protects it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wtforms import Form, RadioField, StringField, TextAreaField
+from wtforms.validators import InputRequired, ValidationError
+
+from ..responses import InvalidAnswer, Scale, clean_comment
+
+
+class _CleanComment:
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, form: Form, field: Any) -> None:
+        try:
+            field.data = clean_comment(field.data, self.limit)
+        except InvalidAnswer as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class CommentForm(Form):
+    """Just the comment (the thank-you page's "anything to add?")."""
+
+    comment = TextAreaField("Comment")
+    # Honeypot: hidden from people and assistive tech; bots that fill it are not stored.
+    website = StringField("Leave this empty")
+
+    @classmethod
+    def build(cls, limit: int, formdata: Any = None, **kw: Any) -> CommentForm:
+        """A form whose comment validator knows the length limit."""
+        form = cls(formdata, **kw)
+        form.comment.validators = [_CleanComment(limit)]
+        return form
+
+
+class PromptForm(CommentForm):
+    """One rating from the moment's scale plus the optional comment."""
+
+    rating = RadioField("Rating", coerce=int, validators=[InputRequired("Please choose a rating.")],
+                        validate_choice=True)
+
+    @classmethod
+    def for_scale(cls, scale: Scale, limit: int, formdata: Any = None, **kw: Any) -> PromptForm:
+        """Bind the rating choices of `scale`."""
+        form = cls.build(limit, formdata, **kw)
+        form.rating.choices = [(v, scale.spoken[v]) for v in scale.values]
+        return form

@@ -1,0 +1,275 @@
+"""Embed views. Thin: tokens, answers and routing live in prompts/responses/loop."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+
+from .. import prompts, responses
+from ..errors import error_response
+from ..extensions import csrf, db, limiter
+from ..models import Moment, Response as Answer, Site
+from ..responses import SCALES, FAMILY, InvalidAnswer
+from . import bp
+from .forms import CommentForm, PromptForm
+from .widget import bundle
+
+# ---------------------------------------------------------------------------------------------
+# widget.js
+
+
+def _serve_widget(cache_control: str) -> Response:
+    b = bundle()
+    gz = "gzip" in request.headers.get("Accept-Encoding", "")
+    resp = make_response(b.gz if gz else b.body)
+    resp.headers["Content-Type"] = "text/javascript; charset=utf-8"
+    if gz:
+        resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["Vary"] = "Accept-Encoding"
+    resp.headers["Cache-Control"] = cache_control
+    resp.headers["Access-Control-Allow-Origin"] = "*"  # public, credential-free script
+    resp.set_etag(b.etag)
+    return resp.make_conditional(request)
+
+
+@bp.get("/widget.js")
+@limiter.exempt
+def widget() -> Response:
+    """The script-tag loader; short max-age so sites pick up releases, ETag for cheap checks."""
+    return _serve_widget("public, max-age=300, stale-while-revalidate=86400")
+
+
+@bp.get("/widget.<version>.js")
+@limiter.exempt
+def widget_versioned(version: str) -> Response:
+    """The same loader under its content-hash URL, cacheable for a year."""
+    if version != bundle().version:
+        return redirect(url_for("embed.widget"), 302)
+    return _serve_widget("public, max-age=31536000, immutable")
+
+
+# ---------------------------------------------------------------------------------------------
+# prompt issuance for the script tag
+
+
+def _json_body() -> dict[str, Any]:
+    request.max_content_length = current_app.config["EMBED_MAX_BODY"]
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        abort(400, "The body must be a JSON object.")
+    return data
+
+
+def _cors(resp: Response, origin: str) -> Response:
+    resp.headers["Access-Control-Allow-Origin"] = origin
+    resp.headers["Vary"] = "Origin"
+    return resp
+
+
+@bp.post("/e/prompt")
+@csrf.exempt
+@limiter.limit(lambda: current_app.config["LIMIT_PROMPT_ISSUE"])
+def issue_prompt() -> Response:
+    """Decide whether to show a prompt to this visitor and, if so, hand out its signed URL.
+
+    Body (JSON, sent as text/plain so browsers need no preflight): either
+    {site, moment, channel, skus, order, lang, url, vid} for a public prompt, or
+    {token, vid} for a prompt the merchant's backend signed.
+    """
+    data = _json_body()
+    origin = request.headers.get("Origin")
+    try:
+        if data.get("token"):
+            token = data["token"]
+            if not isinstance(token, str):
+                raise prompts.PromptError("token must be a string")
+            prompt = prompts.verify(token)
+            site, moment, verified = prompt.site, prompt.moment, prompt.verified
+            channel, visitor = prompt.channel, prompt.customer or data.get("vid")
+        else:
+            site, moment = prompts.load_site_moment(data.get("site"), data.get("moment"))
+            context = prompts.normalize_context(data, site.default_locale)
+            token, verified = None, False
+            channel, visitor = context["channel"], data.get("vid")
+    except prompts.PromptError as exc:
+        return error_response(exc.status, exc.message, "expired" if exc.expired else "invalid")
+    if not site.allows_origin(origin):
+        # Not echoing the Origin: the browser refuses the answer, and nothing is recorded.
+        return error_response(403, "This origin may not show this site's prompts.", "origin")
+    vhash = prompts.visitor_hash(site, visitor if isinstance(visitor, str) else None)
+    decision = prompts.decide(site, moment, vhash, sample=not verified)
+    if not decision.show:
+        body = {"show": False, "reason": decision.reason, "cooldown": decision.cooldown_seconds}
+        return _cors(jsonify(body), origin)
+    prompts.record_impression(site, moment, channel, vhash)
+    token = token or prompts.issue_public(site, moment, context)
+    url = url_for("embed.prompt", token=token, _external=True)
+    return _cors(jsonify(show=True, url=url, cooldown=decision.cooldown_seconds), origin)
+
+
+# ---------------------------------------------------------------------------------------------
+# the prompt form
+
+
+def _token_key() -> str:
+    token = (request.view_args or {}).get("token", "")
+    return "tok:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+def _parent_origin(site: Site) -> str | None:
+    """The embedding page's origin, for postMessage; only one of the site's own."""
+    origin = request.args.get("o")
+    return origin if site.allows_origin(origin) else None
+
+
+def _form_data() -> MultiDict[str, str]:
+    if request.is_json:
+        data = _json_body()
+        out: MultiDict[str, str] = MultiDict()
+        for key in ("rating", "comment", "website"):
+            value = data.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                abort(400, f"{key} has the wrong type.")
+            out[key] = str(value)
+        return out
+    request.max_content_length = current_app.config["EMBED_MAX_BODY"]
+    return request.form
+
+
+def _verify_or_error(token: str) -> prompts.Prompt | Response:
+    try:
+        return prompts.verify(token)
+    except prompts.PromptError as exc:
+        if request.method == "POST" and request.is_json:
+            return error_response(exc.status, exc.message, "expired" if exc.expired else "invalid")
+        page = render_template("embed/invalid.html", expired=exc.expired, message=exc.message)
+        return make_response(page, exc.status)
+
+
+@bp.route("/p/<token>", methods=["GET", "POST"])
+@csrf.exempt  # no session cookie is involved: the signed token is the authority
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT_PER_TOKEN"], key_func=_token_key,
+               methods=["POST"])
+def prompt(token: str) -> Response | tuple[str, int] | str:
+    """GET: the rating form (works with JS off). GET ?rating=N: one-click rating from an
+    email or SMS, then the comment. POST: validate and store, then the thank-you page."""
+    checked = _verify_or_error(token)
+    if isinstance(checked, Response):
+        return checked
+    p = checked
+    g.frame_ancestors = p.site.allowed_origins
+    cfg = current_app.config
+    scale = SCALES[p.moment.scale]
+    parent = _parent_origin(p.site)
+    as_json = request.method == "POST" and request.is_json
+
+    if request.method == "POST":
+        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
+    else:
+        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"])
+    one_click = request.method == "GET" and "rating" in request.args
+    if one_click:
+        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"],
+                                    MultiDict({"rating": request.args["rating"]}))
+
+    if request.method == "GET" and not one_click:
+        return render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
+                               parent=parent, saved=None)
+
+    if form.website.data:  # honeypot: look successful, store nothing
+        if as_json:
+            return jsonify(ok=True)
+        return render_template("embed/thanks.html", r=None, site=p.site, parent=parent,
+                               family="neutral", form=None)
+
+    if not form.validate():
+        errors = {name: field.errors for name, field in form._fields.items() if field.errors}
+        if as_json:
+            resp = jsonify(error="invalid", message="The answer is not valid.", fields=errors)
+            resp.status_code = 400
+            return resp
+        page = render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
+                               parent=parent, saved=None)
+        return page, 400
+    try:
+        answer, created = responses.record(
+            p, form.rating.data, None if one_click else form.comment.data
+        )
+    except InvalidAnswer as exc:
+        abort(400, str(exc))
+
+    if one_click:
+        # The rating is stored; offer the comment on the same prompt.
+        form.rating.data = answer.rating
+        return render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
+                               parent=parent, saved=answer)
+    thanks = url_for("embed.thanks", public_id=answer.public_id, o=parent)
+    if as_json:
+        resp = jsonify(id=answer.public_id, segment=answer.segment, created=created,
+                       thank_you_url=url_for("embed.thanks", public_id=answer.public_id,
+                                             _external=True))
+        resp.status_code = 201 if created else 200
+        return resp
+    return redirect(thanks, 303)
+
+
+# ---------------------------------------------------------------------------------------------
+# thank-you page
+
+
+def _load_answer(public_id: str) -> tuple[Answer, Site, Moment]:
+    if len(public_id) > 32:
+        abort(404)
+    row = db.session.execute(
+        select(Answer, Site, Moment)
+        .join(Site, Site.id == Answer.site_id)
+        .join(Moment, Moment.id == Answer.moment_id)
+        .where(Answer.public_id == public_id)
+    ).first()
+    if row is None:
+        abort(404)
+    return row[0], row[1], row[2]
+
+
+@bp.route("/t/<public_id>", methods=["GET", "POST"])
+@csrf.exempt  # the unguessable public id is the authority, as the token is for /p
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
+def thanks(public_id: str) -> Response | tuple[str, int] | str:
+    """Segment-specific thank-you; offers "anything to add?" while there is no comment."""
+    answer, site, moment = _load_answer(public_id)
+    g.frame_ancestors = site.allowed_origins
+    cfg = current_app.config
+    parent = _parent_origin(site)
+    can_add = moment.comment_enabled and not answer.comment
+    form = CommentForm.build(cfg["COMMENT_MAX_CHARS"]) if can_add else None
+    status = 200
+    if request.method == "POST":
+        if form is None:
+            return redirect(url_for("embed.thanks", public_id=public_id, o=parent), 303)
+        form = CommentForm.build(cfg["COMMENT_MAX_CHARS"], _form_data())
+        if form.validate() and form.comment.data and not form.website.data:
+            responses.add_comment(answer, form.comment.data)
+            return redirect(url_for("embed.thanks", public_id=public_id, o=parent), 303)
+        status = 400 if form.comment.errors else 200
+    family = FAMILY[answer.segment]
+    page = render_template("embed/thanks.html", r=answer, site=site, parent=parent,
+                           family=family, form=form)
+    return page, status

@@ -1,0 +1,280 @@
+"""Typed models. Every timestamp is UTC; every foreign key and dashboard slice is indexed."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock models use (tests may patch `app.models.utcnow`)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(db.TypeDecorator):  # type: ignore[name-defined]
+    """Stores UTC, always returns aware datetimes (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def new_public_key() -> str:
+    """Public site key: safe to publish in a script tag."""
+    return "pk_" + secrets.token_urlsafe(12)
+
+
+def new_secret() -> str:
+    """Signing secret for verified prompts: 256 bits."""
+    return "sk_" + secrets.token_urlsafe(32)
+
+
+def new_public_id() -> str:
+    """Unguessable id for public URLs (thank-you page)."""
+    return secrets.token_urlsafe(16)
+
+
+class Site(db.Model):  # type: ignore[name-defined]
+    """A merchant's shop: keys, allowed embedding origins, contacts and SLA targets."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[str] = mapped_column(String(40), unique=True, default=new_public_key)
+    # Oldest first, newest last (itsdangerous signs with the last, verifies with any).
+    signing_secrets: Mapped[list[str]] = mapped_column(JSON, default=lambda: [new_secret()])
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default_locale: Mapped[str] = mapped_column(String(16), default="en")
+    review_url: Mapped[str | None] = mapped_column(String(500))
+    support_contact: Mapped[str | None] = mapped_column(String(200))
+    referral_url: Mapped[str | None] = mapped_column(String(500))
+
+    # SLA targets (PRODUCT.md defaults): share acknowledged within each window, closed within.
+    sla_ack_hours: Mapped[int] = mapped_column(Integer, default=2)
+    sla_ack_target: Mapped[float] = mapped_column(Float, default=0.60)
+    sla_ack_late_hours: Mapped[int] = mapped_column(Integer, default=6)
+    sla_ack_late_target: Mapped[float] = mapped_column(Float, default=0.85)
+    sla_close_hours: Mapped[int] = mapped_column(Integer, default=48)
+    sla_close_target: Mapped[float] = mapped_column(Float, default=0.95)
+    sla_loop_hours: Mapped[int] = mapped_column(Integer, default=72)
+    # Follow-up timing by segment family.
+    followup_negative_hours: Mapped[int] = mapped_column(Integer, default=24)
+    followup_neutral_hours: Mapped[int] = mapped_column(Integer, default=48)
+    followup_positive_hours: Mapped[int] = mapped_column(Integer, default=168)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    moments: Mapped[list[Moment]] = relationship(back_populates="site", lazy="raise_on_sql")
+
+    def allows_origin(self, origin: str | None) -> bool:
+        """True when `origin` (scheme://host[:port]) is one of the site's embedding origins."""
+        return bool(origin) and origin.rstrip("/").lower() in {
+            o.rstrip("/").lower() for o in self.allowed_origins
+        }
+
+
+class Moment(db.Model):  # type: ignore[name-defined]
+    """A touchpoint where a site asks (checkout, delivery...): its scale, question and pacing."""
+
+    __tablename__ = "moments"
+    __table_args__ = (UniqueConstraint("site_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    scale: Mapped[str] = mapped_column(String(16), default="csat")
+    question: Mapped[str] = mapped_column(String(300))
+    comment_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    voice_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    sampling_rate: Mapped[float] = mapped_column(Float, default=1.0)
+    cooldown_hours: Mapped[int] = mapped_column(Integer, default=24 * 14)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    site: Mapped[Site] = relationship(back_populates="moments", lazy="raise_on_sql")
+
+
+class Response(db.Model):  # type: ignore[name-defined]
+    """One customer answer. `submission_id` makes retries and double clicks idempotent."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("site_id", "submission_id"),
+        Index("ix_responses_site_created", "site_id", "created_at"),
+        Index("ix_responses_site_moment_created", "site_id", "moment_id", "created_at"),
+        Index("ix_responses_site_channel_created", "site_id", "channel", "created_at"),
+        Index("ix_responses_site_segment_created", "site_id", "segment", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    moment_id: Mapped[int] = mapped_column(ForeignKey("moments.id", ondelete="CASCADE"))
+    submission_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    scale: Mapped[str] = mapped_column(String(16))
+    rating: Mapped[int] = mapped_column(Integer)
+    segment: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(16))
+    skus: Mapped[list[str]] = mapped_column(JSON, default=list)
+    order_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    customer_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    locale: Mapped[str] = mapped_column(String(16), default="en")
+    page_url: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    moment: Mapped[Moment] = relationship(lazy="raise_on_sql")
+    case: Mapped[Case] = relationship(back_populates="response", lazy="raise_on_sql")
+
+
+class ResponseSku(db.Model):  # type: ignore[name-defined]
+    """One row per SKU a response is about, so dashboards can group and filter by SKU."""
+
+    __tablename__ = "response_skus"
+    __table_args__ = (Index("ix_response_skus_site_sku", "site_id", "sku"),)
+
+    response_id: Mapped[int] = mapped_column(
+        ForeignKey("responses.id", ondelete="CASCADE"), primary_key=True
+    )
+    sku: Mapped[str] = mapped_column(String(100), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+
+
+class Impression(db.Model):  # type: ignore[name-defined]
+    """A prompt shown to someone: the denominator of prompt engagement, and the cooldown memory."""
+
+    __tablename__ = "impressions"
+    __table_args__ = (
+        Index("ix_impressions_site_visitor_created", "site_id", "visitor_hash", "created_at"),
+        Index("ix_impressions_site_moment_created", "site_id", "moment_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    moment_id: Mapped[int] = mapped_column(ForeignKey("moments.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    # Keyed hash of the customer ref or the widget's anonymous id: never the raw value.
+    visitor_hash: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+CASE_STATUSES = ("new", "acknowledged", "in_progress", "resolved", "verified", "reopened")
+
+
+class Case(db.Model):  # type: ignore[name-defined]
+    """The loop item every response opens: owner, priority and a due/done pair per stage."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        Index("ix_cases_site_status", "site_id", "status"),
+        Index("ix_cases_site_team_status", "site_id", "team", "status"),
+        Index("ix_cases_site_created", "site_id", "created_at"),
+        Index("ix_cases_ack_due", "status", "ack_due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(
+        ForeignKey("responses.id", ondelete="CASCADE"), unique=True
+    )
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    team: Mapped[str | None] = mapped_column(String(64))
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    followup_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    followed_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    close_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    loop_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    response: Mapped[Response] = relationship(back_populates="case", lazy="raise_on_sql")
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", order_by="CaseEvent.id", lazy="raise_on_sql"
+    )
+
+
+class CaseEvent(db.Model):  # type: ignore[name-defined]
+    """One entry of a case's timeline: who did what, when, with an optional note."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200), default="system")
+    note: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    case: Mapped[Case] = relationship(back_populates="events", lazy="raise_on_sql")
+
+
+class Outbox(db.Model):  # type: ignore[name-defined]
+    """Work owed to the queue, written in the same transaction as the fact that caused it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("topic", "ref_id"),
+        Index("ix_outbox_pending", "done_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    topic: Mapped[str] = mapped_column(String(64))
+    ref_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
+    """A person who works the loop in the admin."""
+
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # flask-login
+        return self.active

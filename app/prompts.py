@@ -1,0 +1,223 @@
+"""Prompt tokens (issue and verify), and whether to show a prompt: sampling and cooldown."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from . import signing
+from .extensions import db
+from .models import Impression, Moment, Site, utcnow
+
+CHANNELS = ("web", "app", "email", "sms", "chat", "kiosk")
+MAX_SKUS = 20
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$")
+_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class PromptError(Exception):
+    """A prompt that cannot be issued or answered; `message` is safe to show."""
+
+    def __init__(self, message: str, status: int = 400, expired: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.expired = expired
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A verified prompt: everything the token vouches for, with its site and moment rows."""
+
+    site: Site
+    moment: Moment
+    verified: bool
+    submission_id: str
+    channel: str
+    skus: tuple[str, ...] = ()
+    order: str | None = None
+    customer: str | None = None
+    locale: str = "en"
+    page_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _opt_str(value: Any, name: str, limit: int) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise PromptError(f"{name} must be a string")
+    value = str(value).strip()
+    if len(value) > limit or "\x00" in value:
+        raise PromptError(f"{name} is longer than {limit} characters or has a NUL byte")
+    return value or None
+
+
+def normalize_context(data: dict[str, Any], default_locale: str) -> dict[str, Any]:
+    """Validate the context fields a token may carry; raise PromptError on any bad one."""
+    moment = data.get("moment")
+    if not isinstance(moment, str) or not _KEY.match(moment):
+        raise PromptError("moment is missing or malformed")
+    channel = data.get("channel") or "web"
+    if channel not in CHANNELS:
+        raise PromptError(f"channel must be one of {', '.join(CHANNELS)}")
+    skus_in = data.get("skus", data.get("sku")) or []
+    if isinstance(skus_in, str):
+        skus_in = skus_in.split(",")
+    if not isinstance(skus_in, list) or len(skus_in) > MAX_SKUS:
+        raise PromptError(f"skus must be a list of at most {MAX_SKUS} strings")
+    skus: list[str] = []
+    for sku in skus_in:
+        sku = _opt_str(sku, "sku", 100)
+        if sku and sku not in skus:
+            skus.append(sku)
+    locale = data.get("locale") or data.get("lang") or default_locale
+    if not isinstance(locale, str) or not _LOCALE.match(locale):
+        locale = default_locale
+    url = _opt_str(data.get("url"), "url", 2000)
+    if url and not url.startswith(("http://", "https://")):
+        url = None
+    return {
+        "moment": moment,
+        "channel": channel,
+        "skus": skus,
+        "order": _opt_str(data.get("order"), "order", 100),
+        "customer": _opt_str(data.get("customer"), "customer", 100),
+        "locale": locale.replace("_", "-"),
+        "url": url,
+    }
+
+
+def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
+    """Fetch an active moment and its site in one query, or raise PromptError."""
+    if not isinstance(site_key, str) or not isinstance(moment_key, str) or len(site_key) > 40:
+        raise PromptError("this prompt names no site or moment")
+    row = db.session.execute(
+        select(Site, Moment)
+        .join(Moment, Moment.site_id == Site.id)
+        .where(Site.public_key == site_key, Moment.key == moment_key, Moment.active.is_(True))
+    ).first()
+    if row is None:
+        raise PromptError("unknown site or moment")
+    return row[0], row[1]
+
+
+def _app_keys() -> list[str]:
+    cfg = current_app.config
+    return [*cfg.get("SECRET_KEY_FALLBACKS", [])[::-1], cfg["SECRET_KEY"]]
+
+
+def issue_public(site: Site, moment: Moment, context: dict[str, Any]) -> str:
+    """Sign a short-lived public prompt for the script tag (customer identity not trusted)."""
+    payload = {
+        "site": site.public_key,
+        "moment": moment.key,
+        "channel": context["channel"],
+        "skus": context["skus"],
+        "order": context["order"],
+        "locale": context["locale"],
+        "url": context["url"],
+        "n": secrets.token_urlsafe(16),
+    }
+    return signing.dumps(_app_keys(), signing.PUBLIC_PROMPT, {k: v for k, v in payload.items() if v})
+
+
+def verify(token: str) -> Prompt:
+    """Verify a public or merchant-signed token and load its site and moment."""
+    unverified = signing.peek(token)
+    if unverified is None:
+        raise PromptError("this feedback link is not valid")
+    site, moment = load_site_moment(unverified.get("site"), unverified.get("moment"))
+    cfg = current_app.config
+    verified = True
+    try:
+        payload = signing.loads(
+            site.signing_secrets, signing.VERIFIED_PROMPT, token, cfg["VERIFIED_PROMPT_MAX_AGE"]
+        )
+    except signing.TokenExpired:
+        raise PromptError("this feedback link has expired", expired=True) from None
+    except signing.TokenInvalid:
+        verified = False
+        try:
+            payload = signing.loads(
+                _app_keys(), signing.PUBLIC_PROMPT, token, cfg["PUBLIC_PROMPT_MAX_AGE"]
+            )
+        except signing.TokenExpired:
+            raise PromptError("this feedback link has expired", expired=True) from None
+        except signing.TokenInvalid:
+            raise PromptError("this feedback link is not valid") from None
+    ctx = normalize_context(payload, site.default_locale)
+    nonce = payload.get("n")
+    if isinstance(nonce, str) and 8 <= len(nonce) <= 64:
+        submission_id = nonce
+    else:  # a merchant token without a nonce: the token itself is the submission
+        submission_id = hashlib.sha256(token.encode()).hexdigest()[:32]
+    return Prompt(
+        site=site,
+        moment=moment,
+        verified=verified,
+        submission_id=submission_id,
+        channel=ctx["channel"],
+        skus=tuple(ctx["skus"]),
+        order=ctx["order"],
+        customer=ctx["customer"] if verified else None,
+        locale=ctx["locale"],
+        page_url=ctx["url"],
+        raw=payload,
+    )
+
+
+def visitor_hash(site: Site, visitor: str | None) -> str | None:
+    """Keyed hash of a visitor id so the cooldown works without storing the id itself."""
+    if not visitor or not isinstance(visitor, str) or len(visitor) > 100:
+        return None
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, f"{site.id}:{visitor}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to show a prompt now, and for how long the browser should not ask again."""
+
+    show: bool
+    reason: str
+    cooldown_seconds: int
+
+
+def decide(site: Site, moment: Moment, vhash: str | None, *, sample: bool) -> Decision:
+    """Apply the moment's sampling rate (public prompts only) and the per-visitor cooldown."""
+    cooldown = int(moment.cooldown_hours) * 3600
+    if sample and random.random() >= moment.sampling_rate:
+        return Decision(False, "sampled_out", 0)
+    if vhash and cooldown:
+        last = db.session.scalar(
+            select(Impression.created_at)
+            .where(
+                Impression.site_id == site.id,
+                Impression.visitor_hash == vhash,
+                Impression.created_at > utcnow() - timedelta(seconds=cooldown),
+            )
+            .order_by(Impression.created_at.desc())
+            .limit(1)
+        )
+        if last is not None:
+            remaining = cooldown - int((utcnow() - last).total_seconds())
+            return Decision(False, "cooldown", max(remaining, 1))
+    return Decision(True, "ok", cooldown)
+
+
+def record_impression(site: Site, moment: Moment, channel: str, vhash: str | None) -> None:
+    """Count a shown prompt (prompt engagement's denominator) and start the cooldown."""
+    db.session.add(
+        Impression(site_id=site.id, moment_id=moment.id, channel=channel, visitor_hash=vhash)
+    )
+    db.session.commit()

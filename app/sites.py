@@ -1,0 +1,75 @@
+"""Sites and their moments: creation with the playbook's default moments, secret rotation."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .extensions import db
+from .models import Moment, Site, new_secret
+from .responses import SCALES
+
+# Moment key -> (scale, question). Merchants add their own moments next to these.
+DEFAULT_MOMENTS: dict[str, tuple[str, str]] = {
+    "checkout": ("csat", "How easy was it to place your order?"),
+    "post_chat": ("csat", "How satisfied are you with this chat?"),
+    "delivery": ("nps", "How likely are you to recommend us to a friend?"),
+    "product_page": ("thumbs", "Did you find what you were looking for?"),
+    "browse": ("emoji", "How is your visit going?"),
+    "support_email": ("csat", "How satisfied are you with our answer?"),
+    "kiosk": ("emoji", "How was your visit today?"),
+}
+MAX_SECRETS = 3
+
+
+def _check_url(url: str | None, name: str) -> str | None:
+    if url and not url.startswith(("https://", "http://")):
+        raise ValueError(f"{name} must be an http(s) URL")
+    return url or None
+
+
+def _check_origin(origin: str) -> str:
+    origin = origin.strip().rstrip("/")
+    scheme, _, rest = origin.partition("://")
+    if scheme not in ("http", "https") or not rest or "/" in rest or any(
+        c in rest for c in " ;,'\"*"
+    ):
+        raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+    return origin.lower()
+
+
+def create(name: str, origins: list[str], review_url: str | None = None,
+           support_contact: str | None = None, locale: str = "en",
+           public_key: str | None = None, referral_url: str | None = None) -> Site:
+    """Create a site with the default moments; returns it with its first signing secret."""
+    site = Site(
+        name=name,
+        allowed_origins=[_check_origin(o) for o in origins],
+        review_url=_check_url(review_url, "review URL"),
+        referral_url=_check_url(referral_url, "referral URL"),
+        support_contact=support_contact,
+        default_locale=locale,
+    )
+    if public_key:
+        site.public_key = public_key
+    db.session.add(site)
+    db.session.flush()
+    for key, (scale, question) in DEFAULT_MOMENTS.items():
+        assert scale in SCALES
+        db.session.add(Moment(site_id=site.id, key=key, scale=scale, question=question))
+    db.session.commit()
+    return site
+
+
+def by_key(public_key: str) -> Site | None:
+    """The site with this public key."""
+    return db.session.scalar(select(Site).where(Site.public_key == public_key))
+
+
+def rotate_secret(site: Site, drop_old: bool = False) -> str:
+    """Add a new signing secret (used for signing from now on); older ones keep verifying
+    until dropped, so links already sent stay valid. At most MAX_SECRETS are kept."""
+    secret = new_secret()
+    kept = [] if drop_old else list(site.signing_secrets)[-(MAX_SECRETS - 1):]
+    site.signing_secrets = [*kept, secret]
+    db.session.commit()
+    return secret

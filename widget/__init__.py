@@ -1,0 +1,1 @@
+"""Sources and build of the embeddable script (`python -m widget.build`)."""
