@@ -26,7 +26,7 @@ SWEEP_INTERVAL = 60.0
 
 def job_id(topic: str, ref_id: int) -> str:
     """Deterministic RQ job id, so the sweeper can see whether a job is already queued."""
-    return f"{topic}:{ref_id}"
+    return f"{topic}-{ref_id}"
 
 
 def resolve(path: str) -> Callable[..., Any]:

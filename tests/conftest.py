@@ -1,0 +1,210 @@
+"""Fixtures: app/client/runner on a fresh database per test (SQLite always; PostgreSQL and
+Redis when running, and required when CI=true), an RQ worker, and token helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app import sites as site_ops
+from app.extensions import db
+from app.models import Site
+
+CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ORIGIN = "https://shop.example"
+
+
+def need(service: str, reachable: bool, why: str = "") -> None:
+    """Skip on a laptop without `service`; fail in CI, where every service must be there."""
+    if reachable:
+        return
+    message = f"{service} is not reachable{': ' + why if why else ''}"
+    if CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """Test settings; each test gets its own app."""
+    cfg: dict[str, Any] = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "JOBS_DISPATCH_ASYNC": False,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "DEMO_ENABLED": True,
+        "SESSION_COOKIE_SECURE": False,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test session."""
+    need("PostgreSQL at 127.0.0.1:5432", _port_open("127.0.0.1", 5432))
+    import sqlalchemy as sa
+
+    name = f"closeloop_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+            ), {"n": name})
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """Real Redis, test database flushed before the test."""
+    need("Redis at 127.0.0.1:6379", _port_open("127.0.0.1", 6379))
+    from redis import Redis
+
+    r = Redis.from_url(REDIS_URL)
+    r.flushdb()
+    r.close()
+    return REDIS_URL
+
+
+def _make_app(uri: str, **overrides: Any) -> Iterator[Flask]:
+    app = create_app(base_config(SQLALCHEMY_DATABASE_URI=uri, **overrides))
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(tmp_path, request) -> Iterator[Any]:
+    """Factory: make_app(db="sqlite"|"postgres", **config) -> app with a fresh schema."""
+    made: list[Iterator[Flask]] = []
+
+    def factory(db_kind: str = "sqlite", **overrides: Any) -> Flask:
+        if db_kind == "postgres":
+            uri = request.getfixturevalue("pg_url")
+        else:
+            uri = f"sqlite:///{tmp_path}/test-{len(made)}.sqlite3"
+        gen = _make_app(uri, **overrides)
+        made.append(gen)
+        return next(gen)
+
+    yield factory
+    for gen in made:
+        next(gen, None)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_kind(request) -> str:
+    """Run a test once per supported database."""
+    return request.param
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    """SQLite app, jobs run synchronously after commit (no Redis)."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def site(app: Flask) -> Site:
+    """A site with the default moments, embeddable from https://shop.example."""
+    with app.app_context():
+        s = site_ops.create("Test shop", [ORIGIN], review_url="https://reviews.example/shop",
+                            support_contact="help@shop.example")
+        db.session.refresh(s)
+        db.session.expunge(s)
+        return s
+
+
+def make_site(app: Flask, origins: list[str] | None = None, **kw: Any) -> Site:
+    """Create a site in `app` and return it detached."""
+    with app.app_context():
+        s = site_ops.create(kw.pop("name", "Shop"), origins or [ORIGIN], **kw)
+        db.session.refresh(s)
+        db.session.expunge(s)
+        return s
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def public_prompt(client: FlaskClient, site: Site, moment: str = "checkout",
+                  origin: str = ORIGIN, **context: Any) -> str:
+    """Ask /e/prompt like the widget does; returns the prompt path (/p/<token>)."""
+    body = {"site": site.public_key, "moment": moment, "vid": uuid.uuid4().hex, **context}
+    import json
+
+    resp = client.post("/e/prompt", data=json.dumps(body), headers={"Origin": origin,
+                                                                  "Content-Type": "text/plain"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.json["show"] is True, resp.json
+    return "/p/" + resp.json["url"].rsplit("/p/", 1)[1]
+
+
+def verified_token(site: Site, salt: str = "closeloop.prompt.v1", key: str | None = None,
+                   **payload: Any) -> str:
+    """Mint a token exactly as the README tells merchants to (itsdangerous only)."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    data = {"site": site.public_key, "moment": "delivery", "channel": "email", **payload}
+    return URLSafeTimedSerializer(key or site.signing_secrets[-1], salt=salt).dumps(data)
+
+
+def run_worker(app: Flask) -> int:
+    """Run a real RQ SimpleWorker in burst mode; returns how many jobs it ran."""
+    from app import queue
+    from app.worker import AppSimpleWorker
+
+    with app.app_context():
+        jobs = queue.jobs()
+        executed: list[str] = []
+
+        class Counting(AppSimpleWorker):
+            def perform_job(self, job, q, execution):
+                executed.append(job.id)
+                return super().perform_job(job, q, execution)
+
+        Counting([jobs.rq_queue], connection=jobs.redis, app=app).work(
+            burst=True, with_scheduler=False)
+        return len(executed)
