@@ -34,9 +34,11 @@ def client_address() -> str:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return addr
-    if ip.version == 6 and not ip.ipv4_mapped:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped or ip)
+    return str(ip)
 
 
 db = SQLAlchemy(model_class=Base)

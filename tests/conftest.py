@@ -208,3 +208,13 @@ def run_worker(app: Flask) -> int:
         Counting([jobs.rq_queue], connection=jobs.redis, app=app).work(
             burst=True, with_scheduler=False)
         return len(executed)
+
+
+def login(client: FlaskClient, email: str, password: str):
+    """Sign in through the real form, CSRF token included."""
+    import re
+
+    page = client.get("/admin/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    return client.post("/admin/login", data={"email": email, "password": password,
+                                             "csrf_token": token})
