@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m app.devconfig
 	$(BIN)/flask --app app db upgrade
 	$(BIN)/flask --app app demo --origin http://$(HOST):$(PORT) --origin http://localhost:$(PORT)
 	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)

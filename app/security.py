@@ -4,6 +4,7 @@ origins in CSP frame-ancestors (set `g.frame_ancestors` in the view)."""
 from __future__ import annotations
 
 from flask import Flask, Response, g, request
+from flask.sessions import SecureCookieSessionInterface
 
 EMBED_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
@@ -37,6 +38,18 @@ def set_headers(response: Response) -> Response:
     return response
 
 
+class NoCookiesOnEmbed(SecureCookieSessionInterface):
+    """Embed pages and static files never use the session: no Set-Cookie and no
+    `Vary: Cookie` there (other extensions peek at the session on every request), so they
+    work with third-party cookies blocked and stay cacheable by shared caches."""
+
+    def save_session(self, app: Flask, session, response: Response) -> None:  # type: ignore[no-untyped-def]
+        if request.blueprint == "embed" or request.endpoint == "static":
+            return
+        super().save_session(app, session, response)
+
+
 def init_app(app: Flask) -> None:
-    """Register the header hook."""
+    """Register the header hook and the session interface."""
+    app.session_interface = NoCookiesOnEmbed()
     app.after_request(set_headers)

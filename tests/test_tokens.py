@@ -125,3 +125,13 @@ def test_parent_origin_only_when_allowed(client, site):
     assert f'data-parent="{ORIGIN}"' in client.get(f"{path}?o={ORIGIN}").get_data(as_text=True)
     page = client.get(f"{path}?o=https://evil.example").get_data(as_text=True)
     assert "data-parent" not in page
+
+
+def test_embed_surface_uses_no_cookies(client, site):
+    """Embed responses neither set nor vary on cookies (third-party cookies may be blocked)."""
+    path = public_prompt(client, site)
+    thanks = client.post(path, data={"rating": "5"})
+    for resp in (client.get(path), thanks, client.get(thanks.headers["Location"]),
+                 client.get("/widget.js"), client.get("/p/forged")):
+        assert "Set-Cookie" not in resp.headers
+        assert "Cookie" not in resp.headers.get("Vary", "")
