@@ -41,7 +41,9 @@ def client_address() -> str:
     return str(ip)
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects stay readable after commit without a refresh query: a request that just stored an
+# answer needs no second round trip (and holds no pooled connection) to render its redirect.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 limiter = Limiter(key_func=client_address)
 login_manager = LoginManager()

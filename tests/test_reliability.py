@@ -157,3 +157,26 @@ def test_async_dispatch_thread(make_app, request, backend):
     if backend == "rq":
         assert run_worker(app) == 5
     assert counts(app)["routed"] == 5
+
+
+def test_concurrent_writers_no_lock_errors(make_app, db_kind):
+    """20 different answers at once (SQLite: WAL + busy timeout): all stored, no 5xx."""
+    app = make_app(db_kind)
+    site = make_site(app)
+    barrier = threading.Barrier(20)
+    codes: list[int] = []
+
+    def submit(i: int) -> None:
+        client = app.test_client()
+        token = verified_token(site, n=f"writer-{i:06d}")
+        barrier.wait(timeout=10)
+        codes.append(client.post(f"/p/{token}", data={"rating": "4"}).status_code)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert codes == [303] * 20
+    c = counts(app)
+    assert (c["responses"], c["cases"], c["routed"]) == (20, 20, 20)
