@@ -26,6 +26,8 @@ class Defaults:
     OUTBOX_SWEEP_GRACE = timedelta(seconds=30)
     OUTBOX_MAX_ATTEMPTS = 10
 
+    # Per-process cache of site and moment rows on the prompt path (0 = off).
+    SITE_CACHE_SECONDS = 30
     PUBLIC_PROMPT_MAX_AGE = int(timedelta(days=1).total_seconds())
     VERIFIED_PROMPT_MAX_AGE = int(timedelta(days=30).total_seconds())
     # Public URL of this service as seen by browsers (widget links); empty = request host.
@@ -40,7 +42,9 @@ class Defaults:
     RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_SWALLOW_ERRORS = True
-    RATELIMIT_HEADERS_ENABLED = True
+    # X-RateLimit-* on every response would cost a second Redis round trip per limit and
+    # request; a 429 still carries Retry-After (app/errors.py).
+    RATELIMIT_HEADERS_ENABLED = False
     RATELIMIT_STRATEGY = "fixed-window"
     RATELIMIT_KEY_PREFIX = "closeloop-rl"
     LIMIT_PROMPT_ISSUE = "120 per minute"

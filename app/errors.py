@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask, Response, jsonify, make_response, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+
+from .extensions import limiter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,17 @@ def error_response(status: int, message: str | None = None, code: str | None = N
     return resp
 
 
+def _retry_after() -> int:
+    """Seconds until the breached limit's window resets (one storage look-up, only on 429)."""
+    try:
+        current = limiter.current_limit
+        if current is not None:
+            return max(1, int(current.reset_at - time.time()) + 1)
+    except Exception:  # noqa: BLE001 - storage down: a safe default
+        log.warning("could not read the rate-limit window", exc_info=True)
+    return 60
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers."""
 
@@ -54,6 +68,8 @@ def init_app(app: Flask) -> None:
         for key in ("Retry-After", "Allow"):
             if key in original:
                 resp.headers[key] = original[key]
+        if status == 429 and "Retry-After" not in resp.headers:
+            resp.headers["Retry-After"] = str(_retry_after())
         return resp
 
     @app.errorhandler(OperationalError)

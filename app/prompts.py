@@ -7,6 +7,7 @@ import hmac
 import random
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -98,9 +99,19 @@ def normalize_context(data: dict[str, Any], default_locale: str) -> dict[str, An
 
 
 def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
-    """Fetch an active moment and its site in one query, or raise PromptError."""
+    """An active moment and its site, or PromptError.
+
+    Every prompt request needs both, so they are kept per process for SITE_CACHE_SECONDS
+    (detached, read-only); changes made through this code call `forget_site`, and changes
+    made elsewhere show within that many seconds.
+    """
     if not isinstance(site_key, str) or not isinstance(moment_key, str) or len(site_key) > 40:
         raise PromptError("this prompt names no site or moment")
+    cache: dict[tuple[str, str], tuple[float, Site, Moment]] = current_app.extensions.setdefault(
+        "closeloop.site_cache", {})
+    hit = cache.get((site_key, moment_key))
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1], hit[2]
     row = db.session.execute(
         select(Site, Moment)
         .join(Moment, Moment.site_id == Site.id)
@@ -108,7 +119,20 @@ def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
     ).first()
     if row is None:
         raise PromptError("unknown site or moment")
-    return row[0], row[1]
+    site, moment = row
+    ttl = current_app.config["SITE_CACHE_SECONDS"]
+    if ttl > 0:
+        db.session.expunge(site)
+        db.session.expunge(moment)
+        cache[(site_key, moment_key)] = (time.monotonic() + ttl, site, moment)
+    return site, moment
+
+
+def forget_site(public_key: str) -> None:
+    """Drop a site's cached rows in this process (after its settings changed)."""
+    cache = current_app.extensions.get("closeloop.site_cache", {})
+    for key in [k for k in cache if k[0] == public_key]:
+        cache.pop(key, None)
 
 
 def _app_keys() -> list[str]:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from .extensions import db
 from .models import Moment, Site, new_secret
+from .prompts import forget_site
 from .responses import SCALES
 
 # Moment key -> (scale, question). Merchants add their own moments next to these.
@@ -72,4 +73,5 @@ def rotate_secret(site: Site, drop_old: bool = False) -> str:
     kept = [] if drop_old else list(site.signing_secrets)[-(MAX_SECRETS - 1):]
     site.signing_secrets = [*kept, secret]
     db.session.commit()
+    forget_site(site.public_key)
     return secret

@@ -39,11 +39,13 @@ def test_ipv6_shares_a_bucket_per_64(app, client, site):
 
 
 def test_replayed_prompt_is_capped(app, client, site):
-    """One prompt replayed 50 times: one row, and past 10 a minute the replays get 429."""
+    """One prompt sent 50 times: one row; the answer plus 10 replays a minute get the
+    thank-you page, later replays 429 with Retry-After."""
     token = verified_token(site, n="replayed-000001")
-    codes = [client.post(f"/p/{token}", data={"rating": "4"},
-                         environ_base={"REMOTE_ADDR": f"192.0.2.{i}"}).status_code
-             for i in range(50)]
-    assert codes[:10] == [303] * 10 and set(codes[10:]) == {429}
+    replies = [client.post(f"/p/{token}", data={"rating": "4"},
+                           environ_base={"REMOTE_ADDR": f"192.0.2.{i}"}) for i in range(50)]
+    codes = [r.status_code for r in replies]
+    assert codes[:11] == [303] * 11 and set(codes[11:]) == {429}
+    assert replies[-1].headers["Retry-After"] == "60"
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Response)) == 1

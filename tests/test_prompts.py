@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import Case, CaseEvent, Impression, Moment, Response
+from app.prompts import forget_site
 
 from .conftest import ORIGIN, verified_token
 
@@ -23,10 +24,12 @@ def impressions(app) -> int:
 
 
 def set_moment(app, site, key, **values):
+    """Change a moment as an admin would: write, then forget the cached copy."""
     with app.app_context():
         db.session.execute(update(Moment).where(Moment.site_id == site.id, Moment.key == key)
                            .values(**values))
         db.session.commit()
+        forget_site(site.public_key)
 
 
 def test_cooldown_per_visitor(app, client, site):
@@ -121,3 +124,18 @@ def test_thank_you_comment(app, client, site):
     client.post(location, data={"comment": "overwrite attempt"})
     with app.app_context():
         assert db.session.scalar(select(Response.comment)) == "Faster shipping"
+
+
+def test_site_cache_expires(app, client, site, monkeypatch):
+    """A change made outside this process shows once SITE_CACHE_SECONDS have passed."""
+    import time
+
+    body = {"site": site.public_key, "moment": "browse", "vid": "cache-1"}
+    assert ask(client, body).json["show"] is True
+    with app.app_context():
+        db.session.execute(update(Moment).where(Moment.key == "browse").values(active=False))
+        db.session.commit()
+    assert ask(client, {**body, "vid": "cache-2"}).status_code == 200  # cached for now
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + 31)
+    assert ask(client, {**body, "vid": "cache-3"}).status_code == 400

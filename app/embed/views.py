@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from flask import (
@@ -18,7 +19,9 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select
+from limits import parse as parse_limit
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import TooManyRequests
 
 from .. import prompts, responses
 from ..errors import error_response
@@ -28,6 +31,8 @@ from ..responses import SCALES, FAMILY, InvalidAnswer
 from . import bp
 from .forms import CommentForm, PromptForm
 from .widget import bundle
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # widget.js
@@ -126,9 +131,16 @@ def issue_prompt() -> Response:
 # the prompt form
 
 
-def _token_key() -> str:
-    token = (request.view_args or {}).get("token", "")
-    return "tok:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+def _replay_allowed(token: str) -> bool:
+    """Cap replays of one prompt (it can only ever hold one answer). Checked only when a
+    submission turns out to be a repeat, so first answers pay no extra round trip."""
+    limit = parse_limit(current_app.config["LIMIT_SUBMIT_PER_TOKEN"])
+    key = hashlib.sha256(token.encode()).hexdigest()[:24]
+    try:
+        return limiter.limiter.hit(limit, "replay", key)
+    except Exception:  # noqa: BLE001 - limit storage down: the answer is idempotent anyway
+        log.warning("replay limit unavailable", exc_info=True)
+        return True
 
 
 def _parent_origin(site: Site) -> str | None:
@@ -166,8 +178,6 @@ def _verify_or_error(token: str) -> prompts.Prompt | Response:
 @bp.route("/p/<token>", methods=["GET", "POST"])
 @csrf.exempt  # no session cookie is involved: the signed token is the authority
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
-@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT_PER_TOKEN"], key_func=_token_key,
-               methods=["POST"])
 def prompt(token: str) -> Response | tuple[str, int] | str:
     """GET: the rating form (works with JS off). GET ?rating=N: one-click rating from an
     email or SMS, then the comment. POST: validate and store, then the thank-you page."""
@@ -216,6 +226,8 @@ def prompt(token: str) -> Response | tuple[str, int] | str:
     except InvalidAnswer as exc:
         abort(400, str(exc))
 
+    if not created and not _replay_allowed(token):
+        raise TooManyRequests("This answer was already received.", retry_after=60)
     if one_click:
         # The rating is stored; offer the comment on the same prompt.
         form.rating.data = answer.rating
