@@ -53,6 +53,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(demo_bp)
     register_cli(app)
+
+    from .embed.fastpath import WidgetFastPath
+    from .embed.widget import bundle
+
+    fast = WidgetFastPath(app.wsgi_app, bundle(), security.STATIC_HEADERS)
+    app.extensions["closeloop.widget"] = fast
+    app.wsgi_app = fast  # type: ignore[method-assign]
     return app
 
 

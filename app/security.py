@@ -21,11 +21,16 @@ def _source(origin: str) -> str:
     return origin if origin and not any(c in origin for c in " ;,'\"") else ""
 
 
+# What every response carries, also those served before Flask (the widget fast path).
+STATIC_HEADERS = [("X-Content-Type-Options", "nosniff"),
+                  ("Referrer-Policy", "strict-origin-when-cross-origin")]
+
+
 def set_headers(response: Response) -> Response:
     """Add the security headers every response carries."""
     h = response.headers
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    for key, value in STATIC_HEADERS:
+        h.setdefault(key, value)
     if request.endpoint in ("static", "embed.widget", "embed.widget_versioned"):
         return response
     ancestors = getattr(g, "frame_ancestors", None)

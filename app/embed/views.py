@@ -30,42 +30,14 @@ from ..models import Moment, Response as Answer, Site
 from ..responses import SCALES, FAMILY, InvalidAnswer
 from . import bp
 from .forms import CommentForm, PromptForm
-from .widget import bundle
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
-# widget.js
-
-
-def _serve_widget(cache_control: str) -> Response:
-    b = bundle()
-    gz = "gzip" in request.headers.get("Accept-Encoding", "")
-    resp = make_response(b.gz if gz else b.body)
-    resp.headers["Content-Type"] = "text/javascript; charset=utf-8"
-    if gz:
-        resp.headers["Content-Encoding"] = "gzip"
-    resp.headers["Vary"] = "Accept-Encoding"
-    resp.headers["Cache-Control"] = cache_control
-    resp.headers["Access-Control-Allow-Origin"] = "*"  # public, credential-free script
-    resp.set_etag(b.etag)
-    return resp.make_conditional(request)
-
-
-@bp.get("/widget.js")
-@limiter.exempt
-def widget() -> Response:
-    """The script-tag loader; short max-age so sites pick up releases, ETag for cheap checks."""
-    return _serve_widget("public, max-age=300, stale-while-revalidate=86400")
-
-
-@bp.get("/widget.<version>.js")
-@limiter.exempt
-def widget_versioned(version: str) -> Response:
-    """The same loader under its content-hash URL, cacheable for a year."""
-    if version != bundle().version:
-        return redirect(url_for("embed.widget"), 302)
-    return _serve_widget("public, max-age=31536000, immutable")
+# widget.js is answered before Flask by WidgetFastPath (app/embed/fastpath.py); these rules
+# only name its URLs for url_for.
+bp.add_url_rule("/widget.js", "widget", build_only=True)
+bp.add_url_rule("/widget.<version>.js", "widget_versioned", build_only=True)
 
 
 # ---------------------------------------------------------------------------------------------
