@@ -8,7 +8,8 @@
     }
   }
   function size() {
-    post({ closeloop: "size", height: document.documentElement.scrollHeight });
+    // The body's own height: the document's scrollHeight never shrinks below the frame.
+    post({ closeloop: "size", height: Math.ceil(document.body.getBoundingClientRect().height) });
   }
   size();
   if (window.ResizeObserver) new ResizeObserver(size).observe(document.body);
