@@ -164,6 +164,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--conns", default="8,64")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "results.json"))
+    ap.add_argument("--only", default="", help="comma list of: get,post (default both)")
     args = ap.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
 
@@ -176,7 +177,7 @@ def main() -> int:
     script = str(ROOT / "bench" / "post.lua")
     engine = sa.create_engine(DB_URL)
     results: dict[str, object] = {"gunicorn": " ".join(GUNICORN), "seconds": args.seconds}
-    app = start("app:create_app()", APP_PORT)
+    app = start(os.environ.get("BENCH_APP_TARGET", "app:create_app()"), APP_PORT)
     base = start("bench.baseline:app", BASE_PORT)
     try:
         with engine.begin() as conn:
@@ -184,17 +185,32 @@ def main() -> int:
             meta.create_all(conn)
         results["sizes"] = sizes(paths[-1])
         a, b = f"http://127.0.0.1:{APP_PORT}", f"http://127.0.0.1:{BASE_PORT}"
-        # Warm both up (imports, pools, prepared statements).
-        wrk(a + "/widget.js", 8, 2)
-        wrk(b + "/bare", 8, 2)
+        # Warm every worker and thread up (imports, pools, prepared statements, caches).
+        warm = tmp / "warm.txt"
+        warm.write_text("\n".join(paths[-3000:-1]) + "\n")
+        for url in (a + "/widget.js", a + paths[-1], b + "/bare"):
+            wrk(url, 16, 2)
+        wrk(b + "/insert", 16, 2, script, {"TOKENS_FILE": str(empty), "POST_PATH": "/insert"})
+        wrk(a + "/", 16, 2, script, {"TOKENS_FILE": str(warm)})
         offset = 0
         for c in conns:
             row: dict[str, object] = {}
-            bare1 = wrk(b + "/bare", c, args.seconds)
-            row["widget"] = wrk(a + "/widget.js", c, args.seconds)
-            row["prompt_get"] = wrk(a + paths[offset], c, args.seconds)
-            bare2 = wrk(b + "/bare", c, args.seconds)
-            row["bare"] = [bare1, bare2]
+            only = set(filter(None, args.only.split(","))) or {"get", "post"}
+            ratios: dict[str, float] = {}
+            if "get" in only:
+                bare1 = wrk(b + "/bare", c, args.seconds)
+                row["widget"] = wrk(a + "/widget.js", c, args.seconds)
+                row["prompt_get"] = wrk(a + paths[offset], c, args.seconds)
+                bare2 = wrk(b + "/bare", c, args.seconds)
+                row["bare"] = [bare1, bare2]
+                bare_rps = (bare1["rps"] + bare2["rps"]) / 2
+                ratios["widget_vs_bare"] = row["widget"]["rps"] / bare_rps
+                ratios["prompt_get_vs_bare"] = row["prompt_get"]["rps"] / bare_rps
+            if "post" not in only:
+                row["ratios"] = ratios
+                results[f"c{c}"] = row
+                print(json.dumps({f"c{c}": ratios}, indent=1), flush=True)
+                continue
             ins1 = wrk(b + "/insert", c, args.seconds, script,
                        {"TOKENS_FILE": str(empty), "POST_PATH": "/insert"})
             chunk = tmp / f"tokens-{c}.txt"
@@ -210,15 +226,10 @@ def main() -> int:
                        {"TOKENS_FILE": str(empty), "POST_PATH": "/insert"})
             row["post"] = post
             row["insert"] = [ins1, ins2]
-            bare_rps = (bare1["rps"] + bare2["rps"]) / 2
-            ins_rps = (ins1["rps"] + ins2["rps"]) / 2
-            row["ratios"] = {
-                "widget_vs_bare": row["widget"]["rps"] / bare_rps,
-                "prompt_get_vs_bare": row["prompt_get"]["rps"] / bare_rps,
-                "post_vs_insert": post["rps"] / ins_rps,
-            }
+            ratios["post_vs_insert"] = post["rps"] / ((ins1["rps"] + ins2["rps"]) / 2)
+            row["ratios"] = ratios
             results[f"c{c}"] = row
-            print(json.dumps({f"c{c}": row["ratios"]}, indent=1), flush=True)
+            print(json.dumps({f"c{c}": ratios}, indent=1), flush=True)
     finally:
         stop(app)
         stop(base)
