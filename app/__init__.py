@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import queue
 from .config import Defaults, env_overrides
-from .extensions import csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -38,6 +38,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
+    babel.init_app(app)
+    import flask_babel
+
+    app.jinja_env.globals.update(format_datetime=flask_babel.format_datetime,
+                                 format_date=flask_babel.format_date,
+                                 get_locale=flask_babel.get_locale)
     queue.init_app(app)
 
     from . import assets, errors, security

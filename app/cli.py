@@ -11,7 +11,7 @@ from sqlalchemy import select
 from . import sites as site_ops
 from . import staff as staff_ops
 from .extensions import db
-from .models import StaffUser
+from .models import StaffUser, Team
 
 
 def _snippet(public_key: str, base: str) -> str:
@@ -25,6 +25,9 @@ def _base_url() -> str:
 
 def register(app: Flask) -> None:
     """Attach the command groups to the app's CLI."""
+    from .loop.cli import register as register_loop
+
+    register_loop(app)
 
     @app.cli.group("sites")
     def sites_group() -> None:
@@ -104,7 +107,10 @@ def register(app: Flask) -> None:
         if user is not None:
             db.session.delete(user)
             db.session.commit()
-        staff_ops.create(email, password, "admin")
+        user = staff_ops.create(email, password, "admin")
+        for team in db.session.scalars(select(Team).where(Team.site_id == site.id)):
+            team.members.append(user)  # so the demo's alerts and digests have a reader
+        db.session.commit()
         base = origins[0]
         with current_app.test_request_context(base_url=base):
             click.echo(f"demo shop:   {url_for('demo.index', _external=True)}")
@@ -129,17 +135,23 @@ def register(app: Flask) -> None:
         w.work(burst=burst, with_scheduler=True)
 
     @app.cli.command("cron")
-    @click.option("--interval", default=60, show_default=True, help="Seconds between sweeps.")
+    @click.option("--interval", default=60, show_default=True,
+                  help="Seconds between outbox sweeps and retry passes.")
     def cron(interval: int) -> None:
-        """Run RQ's cron scheduler: enqueues the outbox sweep every --interval seconds."""
+        """Run RQ's cron scheduler for every scheduled job (app/loop/cron.py SCHEDULE)."""
         from rq.cron import CronScheduler
 
         from . import queue
-        from .loop.jobs import sweep_outbox
+        from .loop.cron import SCHEDULE
 
         jobs = queue.jobs()
         scheduler = CronScheduler(connection=jobs.redis)
-        scheduler.register(sweep_outbox, queue_name=jobs.rq_queue.name, interval=interval)
+        for path, (every, expr) in SCHEDULE.items():
+            if every is not None and every <= 60:
+                every = interval
+            scheduler.register(queue.resolve(path), queue_name=jobs.rq_queue.name,
+                               interval=every, cron=expr, job_timeout=600)
+            click.echo(f"scheduled {path}: {expr or f'every {every} s'}")
         scheduler.start()
 
     @app.cli.command("sweep")

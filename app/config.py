@@ -62,6 +62,27 @@ class Defaults:
 
     DEMO_SITE_KEY = "pk_demo"
 
+    # Email over SMTP (alerts, thank-yous, loop messages, digests); "console" logs instead.
+    MAIL_BACKEND = "smtp"
+    MAIL_SERVER = "127.0.0.1"
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False  # STARTTLS
+    MAIL_USE_SSL = False  # implicit TLS (port 465)
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_FROM = "closeloop@localhost"
+    MAIL_TIMEOUT = 30
+    MAIL_MAX_ATTEMPTS = 6
+    MAIL_RETRY_SECONDS = [60, 300, 1800, 7200, 21600]
+    # Webhooks: per-attempt deadline, attempts, and the backoff between them (seconds).
+    WEBHOOK_TIMEOUT = 10
+    WEBHOOK_MAX_ATTEMPTS = 6
+    WEBHOOK_RETRY_SECONDS = [30, 120, 600, 3600, 14400]
+    VERIFY_LINK_MAX_AGE = int(timedelta(days=30).total_seconds())
+    # Answers, impressions and deliveries older than this are purged daily (0 = keep all).
+    RETENTION_DAYS = 730
+    BABEL_DEFAULT_LOCALE = "en"
+
 
 def env_overrides(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[str, object]:
     """The unprefixed names every PaaS sets (DATABASE_URL, REDIS_URL, SECRET_KEY)."""

@@ -13,10 +13,15 @@ TEMPLATE = '''# Local development settings written by `make run` (not committed)
 ENV_NAME = "development"
 SECRET_KEY = "{secret}"
 DEMO_ENABLED = True
+# Emails are printed to the log instead of sent; set MAIL_SERVER etc. and remove this to send.
+MAIL_BACKEND = "console"
 '''
 
 
-def main(instance: Path = Path(__file__).resolve().parent.parent / "instance") -> int:
+INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def main(instance: Path = INSTANCE) -> int:
     """Create the file if missing; print what happened."""
     path = instance / "config.py"
     if path.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from flask import request
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
@@ -48,3 +49,4 @@ migrate = Migrate()
 limiter = Limiter(key_func=client_address)
 login_manager = LoginManager()
 csrf = CSRFProtect()
+babel = Babel()

@@ -20,7 +20,11 @@ from rq import Queue, Retry
 log = logging.getLogger(__name__)
 
 # Outbox topic -> job function (dotted path, so RQ workers import it themselves).
-JOBS: dict[str, str] = {"route_response": "app.loop.jobs.route_response"}
+JOBS: dict[str, str] = {
+    "route_response": "app.loop.jobs.route_response",
+    "send_email": "app.loop.notify.send_email",
+    "deliver_webhook": "app.loop.notify.deliver_webhook",
+}
 SWEEP_INTERVAL = 60.0
 
 

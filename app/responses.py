@@ -113,6 +113,8 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> tuple[Response, 
         "skus": list(prompt.skus),
         "order_ref": prompt.order,
         "customer_ref": prompt.customer,
+        "customer_email": prompt.email,
+        "has_voice": False,
         "verified": prompt.verified,
         "locale": prompt.locale,
         "page_url": prompt.page_url,
@@ -150,7 +152,8 @@ def add_comment(existing: Response, comment: str) -> bool:
 
 _ANSWER_COLUMNS = ("public_id", "site_id", "moment_id", "submission_id", "scale", "rating",
                    "segment", "comment", "channel", "skus", "order_ref", "customer_ref",
-                   "verified", "locale", "page_url", "created_at", "updated_at")
+                   "customer_email", "has_voice", "verified", "locale", "page_url",
+                   "created_at", "updated_at")
 
 
 @cache
@@ -167,8 +170,10 @@ def _answer_statements(dialect: str) -> tuple[Executable, ...]:
     if dialect == "postgresql":
         r = answer.returning(responses_t.c.id).cte("r")
         case = insert(cases_t).from_select(
-            ["response_id", "site_id", "status", "priority", "created_at", "updated_at"],
-            select(r.c.id, site, literal("new"), literal("routine"), now, now),
+            ["response_id", "site_id", "status", "priority", "created_at", "updated_at", "tags",
+             "cycle"],
+            select(r.c.id, site, literal("new"), literal("routine"), now, now,
+                   literal([], cases_t.c.tags.type), literal(0)),
         ).cte("c")
         box = insert(outbox_t).from_select(
             ["topic", "ref_id", "created_at", "attempts"],
@@ -184,7 +189,8 @@ def _answer_statements(dialect: str) -> tuple[Executable, ...]:
         answer.returning(responses_t.c.id),
         insert(skus_t).values(response_id=rid, sku=bindparam("sku"), site_id=site),
         insert(cases_t).values(response_id=rid, site_id=site, status="new",
-                               priority="routine", created_at=now, updated_at=now),
+                               priority="routine", created_at=now, updated_at=now, tags=[],
+                               cycle=0),
         insert(outbox_t).values(topic=ROUTE_TOPIC, ref_id=rid, created_at=now, attempts=0),
     )
 

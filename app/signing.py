@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 # Salts are part of the public token format (README): changing one invalidates every token.
 VERIFIED_PROMPT = "closeloop.prompt.v1"  # minted by a merchant's backend with the site secret
 PUBLIC_PROMPT = "closeloop.public-prompt.v1"  # minted by us for the script tag, app secret
+VERIFY_LINK = "closeloop.verify-link.v1"  # "is it resolved?" links in emails, app secret
 
 MAX_TOKEN_CHARS = 4096
 
@@ -21,6 +22,14 @@ class TokenInvalid(Exception):
 
 class TokenExpired(TokenInvalid):
     """Genuine token past its max age."""
+
+
+def app_keys() -> list[str]:
+    """The app's own signing keys, newest (SECRET_KEY) last, as itsdangerous wants them."""
+    from flask import current_app
+
+    cfg = current_app.config
+    return [*cfg.get("SECRET_KEY_FALLBACKS", [])[::-1], cfg["SECRET_KEY"]]
 
 
 def dumps(keys: Sequence[str], salt: str, payload: dict[str, Any]) -> str:

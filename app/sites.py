@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from .extensions import db
-from .models import Moment, Site, new_secret
+from .loop import rules
+from .models import Moment, Site, Team, new_secret
 from .prompts import forget_site
 from .responses import SCALES
 
@@ -20,6 +21,8 @@ DEFAULT_MOMENTS: dict[str, tuple[str, str]] = {
     "kiosk": ("emoji", "How was your visit today?"),
 }
 MAX_SECRETS = 3
+# The playbook's owners; the default rules route to these keys.
+DEFAULT_TEAMS = {"support": "Customer support", "logistics": "Logistics", "sales": "Sales"}
 
 
 def _check_url(url: str | None, name: str) -> str | None:
@@ -57,7 +60,10 @@ def create(name: str, origins: list[str], review_url: str | None = None,
     for key, (scale, question) in DEFAULT_MOMENTS.items():
         assert scale in SCALES
         db.session.add(Moment(site_id=site.id, key=key, scale=scale, question=question))
-    db.session.commit()
+    for key, team_name in DEFAULT_TEAMS.items():
+        db.session.add(Team(site_id=site.id, key=key, name=team_name, locale=locale))
+    db.session.flush()
+    rules.replace(site.id, rules.DEFAULT_RULES)  # commits
     return site
 
 

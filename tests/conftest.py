@@ -218,3 +218,136 @@ def login(client: FlaskClient, email: str, password: str):
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
     return client.post("/admin/login", data={"email": email, "password": password,
                                              "csrf_token": token})
+
+
+# -- real SMTP and HTTP peers on 127.0.0.1 ------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mailbox:
+    """What a real SMTP server (aiosmtpd) received: (mail_from, rcpt_tos, parsed message)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], Any]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        from email import message_from_bytes, policy
+
+        msg = message_from_bytes(envelope.original_content or envelope.content,
+                                 policy=policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), msg))
+        return "250 OK"
+
+    def to(self, addr: str) -> list[Any]:
+        """Messages whose envelope went to `addr`."""
+        return [m for _f, rcpts, m in self.messages if addr in rcpts]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[int, Mailbox]]:
+    """A real SMTP server on 127.0.0.1: yields (port, mailbox)."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, box
+    finally:
+        controller.stop()
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording webhook requests. Paths: /ok → 204,
+    /fail → 500, /hang → never answers (until the test ends), /redirect → 302 to /ok."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append((self.path, dict(self.headers.items()), body))
+                if self.path.startswith("/hang"):
+                    receiver.release.wait(30)
+                    return
+                if self.path.startswith("/redirect"):
+                    self.send_response(302)
+                    self.send_header("Location", f"http://127.0.0.1:{receiver.port}/ok")
+                elif self.path.startswith("/fail"):
+                    self.send_response(500)
+                else:
+                    self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a path on this receiver."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def hits(self, prefix: str) -> list[tuple[str, dict[str, str], bytes]]:
+        """Requests whose path starts with `prefix`."""
+        return [r for r in self.requests if r[0].startswith(prefix)]
+
+    def close(self) -> None:
+        """Stop serving and release hanging handlers."""
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real webhook receiver on 127.0.0.1."""
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    """Controls the app clock: `clock.set(dt)`, `clock.advance(timedelta)`; restored after."""
+    from datetime import UTC, datetime
+
+    from app.models import set_clock
+
+    class Clock:
+        def __init__(self) -> None:
+            self.now = datetime.now(UTC).replace(microsecond=0)
+
+        def set(self, dt: datetime) -> None:
+            self.now = dt
+
+        def advance(self, delta: Any) -> datetime:
+            self.now = self.now + delta
+            return self.now
+
+    c = Clock()
+    set_clock(lambda: c.now)
+    try:
+        yield c
+    finally:
+        set_clock(None)

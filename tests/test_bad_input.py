@@ -19,7 +19,8 @@ def rows(app) -> tuple[int, int, int]:
                      for m in (Response, Case, Outbox))
 
 
-@pytest.mark.parametrize("rating", ["11", "-1", "5.5", "x", "", "NaN", "1e1", "0x1", "3; DROP TABLE"])
+@pytest.mark.parametrize("rating", ["11", "-1", "5.5", "x", "", "NaN", "1e1", "0x1",
+                                    "3; DROP TABLE"])
 def test_bad_ratings_form(app, client, site, rating):
     """Ratings outside the scale or not integers: 400 with the form and a message."""
     path = public_prompt(client, site, "checkout")

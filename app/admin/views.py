@@ -11,7 +11,8 @@ from werkzeug.wrappers import Response
 
 from .. import staff
 from ..extensions import db, limiter, login_manager
-from ..models import Case, Moment, Response as Answer, Site
+from ..models import Case, Moment, Site
+from ..models import Response as Answer
 from . import bp
 from .forms import LoginForm
 

@@ -18,16 +18,17 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
 from limits import parse as parse_limit
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import TooManyRequests
 
 from .. import prompts, responses
 from ..errors import error_response
 from ..extensions import csrf, db, limiter
-from ..models import Moment, Response as Answer, Site
-from ..responses import SCALES, FAMILY, InvalidAnswer
+from ..models import Moment, Site
+from ..models import Response as Answer
+from ..responses import FAMILY, SCALES, InvalidAnswer
 from . import bp
 from .forms import CommentForm, PromptForm
 
@@ -147,12 +148,53 @@ def _verify_or_error(token: str) -> prompts.Prompt | Response:
         return make_response(page, exc.status)
 
 
-@bp.route("/p/<token>", methods=["GET", "POST"])
+# The blank prompt page is the same for every token of a moment, locale and parent origin:
+# render it once per process with a placeholder where the token goes.
+_TOKEN_SLOT = "CLOSELOOP-TOKEN-SLOT"
+_PAGE_CACHE_MAX = 512
+
+
+def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
+    m = p.moment
+    key = (m.id, m.question, m.scale, m.comment_enabled, p.locale, parent)
+    cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault(
+        "closeloop.prompt_pages", {})
+    page = cache.get(key)
+    if page is None:
+        scale = SCALES[m.scale]
+        form = PromptForm.for_scale(scale, current_app.config["COMMENT_MAX_CHARS"])
+        page = render_template("embed/prompt.html", p=p, form=form, scale=scale,
+                               token=_TOKEN_SLOT, parent=parent, saved=None)
+        if len(cache) >= _PAGE_CACHE_MAX:
+            cache.clear()
+        cache[key] = page
+    return page.replace(_TOKEN_SLOT, token)
+
+
+@bp.get("/p/<token>")
+@limiter.exempt  # reads nothing but the token and cached rows; ?rating=N is limited below
+def prompt_page(token: str) -> Response | tuple[str, int] | str:
+    """The rating form (works with JS off); with ?rating=N a one-click rating from an email
+    or SMS is stored first, then the comment is offered."""
+    if "rating" in request.args:
+        return _prompt(token)  # stores an answer: rate limited like a POST
+    checked = _verify_or_error(token)
+    if isinstance(checked, Response):
+        return checked
+    g.frame_ancestors = checked.site.allowed_origins
+    return _blank_prompt_page(checked, token, _parent_origin(checked.site))
+
+
+@bp.post("/p/<token>")
 @csrf.exempt  # no session cookie is involved: the signed token is the authority
-@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
 def prompt(token: str) -> Response | tuple[str, int] | str:
-    """GET: the rating form (works with JS off). GET ?rating=N: one-click rating from an
-    email or SMS, then the comment. POST: validate and store, then the thank-you page."""
+    """Validate and store an answer, then the thank-you page (or JSON for fetch clients)."""
+    return _prompt(token)
+
+
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
+def _prompt(token: str) -> Response | tuple[str, int] | str:
+    """Answer a prompt: POST of the form or JSON, or GET ?rating=N."""
     checked = _verify_or_error(token)
     if isinstance(checked, Response):
         return checked
@@ -162,19 +204,12 @@ def prompt(token: str) -> Response | tuple[str, int] | str:
     scale = SCALES[p.moment.scale]
     parent = _parent_origin(p.site)
     as_json = request.method == "POST" and request.is_json
-
-    if request.method == "POST":
-        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
-    else:
-        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"])
-    one_click = request.method == "GET" and "rating" in request.args
+    one_click = request.method == "GET"
     if one_click:
         form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"],
                                     MultiDict({"rating": request.args["rating"]}))
-
-    if request.method == "GET" and not one_click:
-        return render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
-                               parent=parent, saved=None)
+    else:
+        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
 
     if form.website.data:  # honeypot: look successful, store nothing
         if as_json:
@@ -257,3 +292,22 @@ def thanks(public_id: str) -> Response | tuple[str, int] | str:
     page = render_template("embed/thanks.html", r=answer, site=site, parent=parent,
                            family=family, form=form)
     return page, status
+
+
+@bp.route("/v/<token>")
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
+def verify(token: str) -> tuple[str, int]:
+    """One-click "resolved / not resolved" link from the verification email."""
+    from ..loop.cases import TransitionError, customer_verdict
+    from ..signing import TokenExpired, TokenInvalid
+
+    try:
+        outcome, case = customer_verdict(token)
+    except TokenExpired:
+        return render_template("embed/invalid.html", expired=True), 400
+    except TokenInvalid:
+        return render_template("embed/invalid.html", expired=False), 400
+    except TransitionError:  # answered twice at the same moment: the first answer stands
+        outcome, case = "already", None
+    site = db.session.get(Site, case.site_id) if case is not None else None
+    return render_template("embed/verified.html", outcome=outcome, site=site), 200

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Case, CaseEvent, Moment, Outbox, Response, Site, utcnow
 from ..responses import ROUTE_TOPIC
-from . import routing
+from . import notify, routing
 
 
 def route_response(response_id: int) -> str:
@@ -35,20 +35,51 @@ def route_response(response_id: int) -> str:
         session.commit()
         return "gone"
     response, case, moment, site = row
+    effects: notify.Dispatch = []
     if case.status == "new":
         route = routing.decide(response, moment, site)
         rerouted = case.routed_at is not None
         routing.apply(case, route)
         case.routed_at = utcnow()
-        session.add(CaseEvent(
+        event = CaseEvent(
             case_id=case.id,
             kind="rerouted" if rerouted else "routed",
-            data={"priority": route.priority, "team": route.team, "segment": response.segment},
-        ))
+            data={"priority": route.priority, "team": route.team, "segment": response.segment,
+                  "tags": route.tags, "rules": route.matched},
+        )
+        session.add(event)
+        session.flush()
+        effects = _routed_effects(case, response, moment, site, event, route)
     outbox.done_at = utcnow()
     outbox.last_error = None
     session.commit()
+    notify.dispatch_all(effects)
     return "routed"
+
+
+def _routed_effects(case: Case, response: Response, moment: Moment, site: Site,
+                    event: CaseEvent, route: routing.Route) -> notify.Dispatch:
+    """Webhooks, the team alert and the customer's thank-you email of a routed answer."""
+    data = notify.case_data(case, response, moment.key)
+    out = notify.webhook(site, "response.created", f"response:{response.id}",
+                         notify.response_data(response, moment.key), case.team)
+    out += notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team)
+    ctx = {"case": case, "response": response, "moment": moment}
+    if route.priority == "critical" or route.notify:
+        team, recipients = notify.team_recipients(site.id, case.team, "alert_critical")
+        out += notify.email(site, "alert", f"case:{case.id}", recipients,
+                            team.locale if team else site.default_locale,
+                            {**ctx, "team": team, "case_url": admin_case_url(case)},
+                            case_id=case.id)
+    if response.customer_email:
+        out += notify.email(site, "thanks", f"response:{response.id}", [response.customer_email],
+                            response.locale, ctx, case_id=case.id)
+    return out
+
+
+def admin_case_url(case: Case) -> str:
+    """Where staff open a case (the admin's response list until the case view lands)."""
+    return notify.external_url("admin.responses") + f"#case-{case.id}"
 
 
 def sweep_outbox() -> int:

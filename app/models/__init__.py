@@ -21,12 +21,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .extensions import db
+from ..extensions import db
+
+_clock: list[Any] = []
 
 
 def utcnow() -> datetime:
-    """Timezone-aware now, the only clock models use (tests may patch `app.models.utcnow`)."""
-    return datetime.now(UTC)
+    """Timezone-aware now: the one clock of the app. Tests control it with `set_clock`."""
+    return _clock[-1]() if _clock else datetime.now(UTC)
+
+
+def set_clock(clock: Any | None) -> None:
+    """Replace the clock by a callable returning an aware datetime (None restores it)."""
+    _clock.clear()
+    if clock is not None:
+        _clock.append(clock)
 
 
 class UTCDateTime(db.TypeDecorator):  # type: ignore[name-defined]
@@ -89,6 +98,11 @@ class Site(db.Model):  # type: ignore[name-defined]
     followup_negative_hours: Mapped[int] = mapped_column(Integer, default=24)
     followup_neutral_hours: Mapped[int] = mapped_column(Integer, default=48)
     followup_positive_hours: Mapped[int] = mapped_column(Integer, default=168)
+    # Reminders go out this long before a stage is due; breach alerts when it passes.
+    sla_reminder_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    # Webhooks to loopback/private addresses are refused unless the site opts in
+    # (an on-premise helpdesk on the merchant's own network).
+    webhooks_allow_private: Mapped[bool] = mapped_column(Boolean, default=False)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -146,6 +160,9 @@ class Response(db.Model):  # type: ignore[name-defined]
     skus: Mapped[list[str]] = mapped_column(JSON, default=list)
     order_ref: Mapped[str | None] = mapped_column(String(100), index=True)
     customer_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    # Only ever from a verified token: the address thank-you and loop emails go to.
+    customer_email: Mapped[str | None] = mapped_column(String(254))
+    has_voice: Mapped[bool] = mapped_column(Boolean, default=False)
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     locale: Mapped[str] = mapped_column(String(16), default="en")
     page_url: Mapped[str | None] = mapped_column(String(2000))
@@ -199,6 +216,7 @@ class Case(db.Model):  # type: ignore[name-defined]
         Index("ix_cases_site_team_status", "site_id", "team", "status"),
         Index("ix_cases_site_created", "site_id", "created_at"),
         Index("ix_cases_ack_due", "status", "ack_due_at"),
+        Index("ix_cases_site_team_created", "site_id", "team", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -209,8 +227,16 @@ class Case(db.Model):  # type: ignore[name-defined]
     status: Mapped[str] = mapped_column(String(16), default="new")
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     team: Mapped[str | None] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    template: Mapped[str | None] = mapped_column(String(64))
+    resolution: Mapped[str | None] = mapped_column(Text)
+    root_cause: Mapped[str | None] = mapped_column(Text)
+    customer_message: Mapped[str | None] = mapped_column(Text)
+    # Bumped on every resolution, so each resolve/verify cycle gets its own emails.
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ack_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ack_late_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     followup_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     followed_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -278,3 +304,22 @@ class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
     @property
     def is_active(self) -> bool:  # flask-login
         return self.active
+
+
+from .loop import (  # noqa: E402  (the loop's tables, split out to keep this file short)
+    CaseAlert,
+    DeliveryAttempt,
+    EmailMessage,
+    RoutingRule,
+    Team,
+    WebhookDelivery,
+    WebhookEndpoint,
+    team_members,
+)
+
+__all__ = [
+    "CASE_STATUSES", "Case", "CaseAlert", "CaseEvent", "DeliveryAttempt", "EmailMessage",
+    "Impression", "Moment", "Outbox", "Response", "ResponseSku", "RoutingRule", "Site",
+    "StaffUser", "Team", "UTCDateTime", "WebhookDelivery", "WebhookEndpoint", "team_members",
+    "new_public_id", "new_public_key", "new_secret", "set_clock", "utcnow",
+]

@@ -1,0 +1,163 @@
+"""The case lifecycle: new → acknowledged → in progress → resolved → verified (or reopened).
+
+Every change is a CaseEvent (actor, time, note) and fires its effects in the same transaction:
+`case.updated` (and `case.resolved`) webhooks, the "here is what we did" email when the agent
+writes to the customer, and the verification email with signed one-click links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import select
+
+from .. import signing
+from ..extensions import db
+from ..models import Case, CaseEvent, Moment, Response, Site, utcnow
+from . import notify
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"acknowledged", "in_progress", "resolved"}),
+    "acknowledged": frozenset({"in_progress", "resolved"}),
+    "in_progress": frozenset({"resolved"}),
+    "resolved": frozenset({"verified", "reopened"}),
+    "verified": frozenset({"reopened"}),
+    "reopened": frozenset({"acknowledged", "in_progress", "resolved"}),
+}
+OPEN = ("new", "acknowledged", "in_progress", "reopened")
+MAX_TEXT = 5000
+
+
+class TransitionError(ValueError):
+    """A change the lifecycle does not allow (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A case locked for update with what its effects need."""
+
+    case: Case
+    response: Response
+    moment: Moment
+    site: Site
+
+
+def load(case_id: int) -> Loaded | None:
+    """Lock a case (PostgreSQL: FOR UPDATE) and fetch its response, moment and site."""
+    row = db.session.execute(
+        select(Case, Response, Moment, Site)
+        .join(Response, Response.id == Case.response_id)
+        .join(Moment, Moment.id == Response.moment_id)
+        .join(Site, Site.id == Case.site_id)
+        .where(Case.id == case_id)
+        .with_for_update(of=Case)
+    ).first()
+    return Loaded(*row) if row else None
+
+
+def _text(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "").strip()
+    if len(value) > MAX_TEXT:
+        raise TransitionError(f"{name} is longer than {MAX_TEXT} characters")
+    return value or None
+
+
+def verify_links(case: Case) -> dict[str, str]:
+    """Signed one-click links for the customer's verdict on this resolution."""
+    out = {}
+    for answer in ("yes", "no"):
+        token = signing.dumps(signing.app_keys(), signing.VERIFY_LINK,
+                              {"c": case.id, "n": case.cycle, "a": answer})
+        out[answer] = notify.external_url("embed.verify", token=token)
+    return out
+
+
+def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
+               resolution: str | None = None, root_cause: str | None = None,
+               customer_message: str | None = None) -> Case:
+    """Move a case to `to`, recording the event and its effects; commits and dispatches."""
+    loaded = load(case_id)
+    if loaded is None:
+        db.session.rollback()
+        raise LookupError(f"no case {case_id}")
+    case, response, moment, site = loaded.case, loaded.response, loaded.moment, loaded.site
+    if to not in TRANSITIONS.get(case.status, ()):
+        db.session.rollback()
+        raise TransitionError(f"a {case.status} case cannot become {to}")
+    note, resolution = _text(note, "note"), _text(resolution, "resolution")
+    root_cause, customer_message = _text(root_cause, "root cause"), _text(customer_message,
+                                                                          "customer message")
+    if to == "resolved" and not resolution:
+        db.session.rollback()
+        raise TransitionError("say what was done (resolution) to resolve a case")
+    now = utcnow()
+    before = case.status
+    case.status = to
+    if to in ("acknowledged", "in_progress", "resolved") and case.acknowledged_at is None:
+        case.acknowledged_at = now
+    if to in ("in_progress", "resolved") and case.followed_up_at is None:
+        case.followed_up_at = now
+    if to == "resolved":
+        case.cycle += 1
+        case.closed_at = now
+        case.resolution, case.root_cause = resolution, root_cause
+        case.customer_message = customer_message
+    elif to == "verified":
+        case.verified_at = now
+    elif to == "reopened":
+        case.closed_at = case.verified_at = None
+    event = CaseEvent(case_id=case.id, kind=to, actor=actor[:200], note=note, created_at=now,
+                      data={"from": before, **({"root_cause": root_cause} if root_cause else {}),
+                            **({"customer_message": True} if customer_message else {})})
+    db.session.add(event)
+    db.session.flush()
+    effects = _effects(case, response, moment, site, event)
+    db.session.commit()
+    notify.dispatch_all(effects)
+    return case
+
+
+def _effects(case: Case, response: Response, moment: Moment, site: Site,
+             event: CaseEvent) -> notify.Dispatch:
+    data = notify.case_data(case, response, moment.key)
+    out = notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team)
+    if case.status != "resolved":
+        return out
+    out += notify.webhook(site, "case.resolved", f"case:{case.id}:resolved:{case.cycle}", data,
+                          case.team)
+    if response.customer_email:
+        kind = "resolution" if case.customer_message else "verification"
+        out += notify.email(site, kind, f"case:{case.id}:{case.cycle}",
+                            [response.customer_email], response.locale,
+                            {"case": case, "response": response, "moment": moment,
+                             "links": verify_links(case)}, case_id=case.id)
+    return out
+
+
+def customer_verdict(token: str) -> tuple[str, Case | None]:
+    """Apply a verification link: "verified", "reopened", "already" or "stale" (a newer
+    resolution exists); raises signing.TokenInvalid for forged or expired links."""
+    data = signing.loads(signing.app_keys(), signing.VERIFY_LINK, token,
+                         current_app.config["VERIFY_LINK_MAX_AGE"])
+    if not isinstance(data, dict) or data.get("a") not in ("yes", "no") or not all(
+        isinstance(data.get(k), int) and not isinstance(data.get(k), bool) for k in ("c", "n")
+    ):
+        raise signing.TokenInvalid("malformed verification link")
+    loaded = load(data["c"])
+    if loaded is None:
+        db.session.rollback()
+        return "stale", None
+    case = loaded.case
+    if case.cycle != data["n"]:
+        db.session.rollback()
+        return "stale", case
+    if case.status != "resolved":
+        db.session.rollback()
+        return "already", case
+    db.session.rollback()
+    to = "verified" if data["a"] == "yes" else "reopened"
+    note = None if to == "verified" else "The customer says it is not resolved."
+    return to, transition(case.id, to, "customer", note)

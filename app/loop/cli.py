@@ -1,0 +1,264 @@
+"""`flask` commands of the loop: rules, teams, webhooks, cases, site settings, SLA report and
+the scheduled jobs run by hand (for a system cron, or to see what they do)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta
+
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from .. import sites as site_ops
+from ..extensions import db
+from ..models import CaseEvent, DeliveryAttempt, Site, StaffUser, Team, WebhookDelivery, utcnow
+
+
+def _site(public_key: str) -> Site:
+    site = site_ops.by_key(public_key)
+    if site is None:
+        raise click.BadParameter(f"no site with public key {public_key}")
+    return site
+
+
+def _team(site: Site, key: str) -> Team:
+    team = db.session.scalar(select(Team).where(Team.site_id == site.id, Team.key == key))
+    if team is None:
+        raise click.BadParameter(f"no team {key!r} on {site.public_key}")
+    return team
+
+
+def register(app: Flask) -> None:  # noqa: C901 - one nested function per command
+    """Attach the loop's command groups."""
+    from . import cases, notify, rules, sla, webhooks
+
+    # -- rules ----------------------------------------------------------------------------
+    @app.cli.group("rules")
+    def rules_group() -> None:
+        """Routing rules: export, import (JSON or YAML), reset to the defaults."""
+
+    @rules_group.command("export")
+    @click.argument("public_key")
+    @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
+    def rules_export(public_key: str, fmt: str) -> None:
+        """Print a site's rules in import format."""
+        click.echo(rules.dump(rules.for_site(_site(public_key).id), fmt), nl=False)
+
+    @rules_group.command("import")
+    @click.argument("public_key")
+    @click.argument("path", type=click.File("r", encoding="utf-8"))
+    def rules_import(public_key: str, path: click.utils.LazyFile) -> None:
+        """Replace a site's rules with a file's (validated first; all or nothing)."""
+        site = _site(public_key)
+        fmt = "json" if str(getattr(path, "name", "")).endswith(".json") else None
+        try:
+            n = rules.replace(site.id, rules.parse(path.read(), fmt))
+        except rules.RuleError as exc:
+            db.session.rollback()
+            raise click.ClickException(str(exc)) from None
+        known = set(db.session.scalars(select(Team.key).where(Team.site_id == site.id)))
+        for rule in rules.for_site(site.id):
+            team = rule["actions"].get("team")
+            if team and team not in known:
+                click.echo(f"warning: rule {rule['name']!r} routes to unknown team {team!r}",
+                           err=True)
+        click.echo(f"imported {n} rule(s)")
+
+    @rules_group.command("defaults")
+    @click.argument("public_key")
+    def rules_defaults(public_key: str) -> None:
+        """Replace a site's rules with the playbook defaults."""
+        click.echo(f"{rules.replace(_site(public_key).id, rules.DEFAULT_RULES)} rule(s) set")
+
+    # -- teams ----------------------------------------------------------------------------
+    @app.cli.group("teams")
+    def teams_group() -> None:
+        """Owning teams and who hears from them."""
+
+    @teams_group.command("create")
+    @click.argument("public_key")
+    @click.argument("key")
+    @click.option("--name", default=None)
+    @click.option("--email", "emails", multiple=True, help="Extra address (repeatable).")
+    @click.option("--locale", default="en")
+    def teams_create(public_key: str, key: str, name: str | None, emails: tuple[str, ...],
+                     locale: str) -> None:
+        """Create a team (or update its addresses)."""
+        from .mail import valid_address
+
+        site = _site(public_key)
+        bad = [e for e in emails if not valid_address(e)]
+        if bad or not rules._KEY.match(key):
+            raise click.BadParameter(f"bad team key or addresses: {key} {bad}")
+        team = db.session.scalar(select(Team).where(Team.site_id == site.id, Team.key == key))
+        if team is None:
+            team = Team(site_id=site.id, key=key, name=name or key, locale=locale)
+            db.session.add(team)
+        team.emails = sorted(set(team.emails or []) | set(emails))
+        if name:
+            team.name = name
+        db.session.commit()
+        click.echo(f"team {key}: {', '.join(team.recipients()) or 'no recipients yet'}")
+
+    @teams_group.command("add-member")
+    @click.argument("public_key")
+    @click.argument("key")
+    @click.argument("email")
+    def teams_add_member(public_key: str, key: str, email: str) -> None:
+        """Add a staff account to a team."""
+        team = _team(_site(public_key), key)
+        user = db.session.scalar(select(StaffUser).where(StaffUser.email == email.lower()))
+        if user is None:
+            raise click.BadParameter(f"no staff account {email}")
+        if user not in team.members:
+            team.members.append(user)
+        db.session.commit()
+        click.echo(f"team {key}: {', '.join(team.recipients())}")
+
+    @teams_group.command("list")
+    @click.argument("public_key")
+    def teams_list(public_key: str) -> None:
+        """List a site's teams and their recipients."""
+        for t in db.session.scalars(select(Team).where(Team.site_id == _site(public_key).id)
+                                    .order_by(Team.key)):
+            click.echo(f"{t.key}\t{t.name}\t{', '.join(t.recipients())}")
+
+    # -- webhooks -------------------------------------------------------------------------
+    @app.cli.group("webhooks")
+    def webhooks_group() -> None:
+        """Webhook endpoints, their delivery log and manual redelivery."""
+
+    @webhooks_group.command("add")
+    @click.argument("public_key")
+    @click.argument("url")
+    @click.option("--event", "events", multiple=True, type=click.Choice(webhooks.EVENTS))
+    @click.option("--team", default=None, help="Only this team's cases.")
+    def webhooks_add(public_key: str, url: str, events: tuple[str, ...],
+                     team: str | None) -> None:
+        """Add an endpoint; prints its signing secret."""
+        site = _site(public_key)
+        team_id = _team(site, team).id if team else None
+        try:
+            ep = webhooks.create_endpoint(site, url, list(events), team_id)
+        except webhooks.EndpointError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"endpoint {ep.id}: {ep.url} ({', '.join(ep.events)})")
+        click.echo(f"signing secret: {ep.secret}")
+
+    @webhooks_group.command("deliveries")
+    @click.argument("public_key")
+    @click.option("--limit", default=20)
+    def webhooks_deliveries(public_key: str, limit: int) -> None:
+        """The delivery log: status, attempts and last response code of recent deliveries."""
+        rows = db.session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.site_id == _site(public_key).id)
+            .order_by(WebhookDelivery.id.desc()).limit(limit))
+        for d in rows:
+            tries = db.session.scalars(select(DeliveryAttempt)
+                                       .where(DeliveryAttempt.delivery_id == d.id)
+                                       .order_by(DeliveryAttempt.id)).all()
+            codes = ",".join(str(a.status_code or a.error) for a in tries)
+            click.echo(f"{d.id}\t{d.msg_id}\t{d.event}\t{d.status}\t{d.attempts}\t{codes}")
+
+    @webhooks_group.command("redeliver")
+    @click.argument("delivery_id", type=int)
+    def webhooks_redeliver(delivery_id: int) -> None:
+        """Send a delivery again with the same webhook-id and body."""
+        try:
+            notify.dispatch_all(notify.redeliver(delivery_id))
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"delivery {delivery_id} queued again")
+
+    # -- cases ----------------------------------------------------------------------------
+    @app.cli.group("cases")
+    def cases_group() -> None:
+        """Work a case from the command line (the admin UI comes later)."""
+
+    @cases_group.command("transition")
+    @click.argument("case_id", type=int)
+    @click.argument("status", type=click.Choice(sorted(cases.TRANSITIONS)))
+    @click.option("--actor", required=True)
+    @click.option("--note", default=None)
+    @click.option("--resolution", default=None, help="What was done (needed to resolve).")
+    @click.option("--root-cause", default=None)
+    @click.option("--message", "customer_message", default=None,
+                  help="Tell the customer what was done (sent by email with the "
+                       "verification links).")
+    def cases_transition(case_id: int, status: str, actor: str, note: str | None,
+                         resolution: str | None, root_cause: str | None,
+                         customer_message: str | None) -> None:
+        """Move a case along its lifecycle."""
+        try:
+            case = cases.transition(case_id, status, actor, note, resolution=resolution,
+                                    root_cause=root_cause, customer_message=customer_message)
+        except (LookupError, cases.TransitionError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"case {case.id}: {case.status}")
+
+    @cases_group.command("show")
+    @click.argument("case_id", type=int)
+    def cases_show(case_id: int) -> None:
+        """A case's timeline."""
+        loaded = cases.load(case_id)
+        if loaded is None:
+            raise click.ClickException(f"no case {case_id}")
+        c = loaded.case
+        click.echo(f"case {c.id} {c.status} {c.priority} team={c.team} tags={c.tags}")
+        for e in db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == c.id)
+                                    .order_by(CaseEvent.id)):
+            click.echo(f"{e.created_at.isoformat()}\t{e.kind}\t{e.actor}\t{e.note or ''}")
+        db.session.rollback()
+
+    # -- site settings, SLA report ----------------------------------------------------------
+    @app.cli.command("sla")
+    @click.argument("public_key")
+    @click.option("--days", default=28, show_default=True)
+    @click.option("--by", "group_by", type=click.Choice(sorted(sla.SLICES)), default=None)
+    def sla_report(public_key: str, days: int, group_by: str | None) -> None:
+        """SLA attainment vs targets over the last --days, optionally by a slice."""
+        site = _site(public_key)
+        now = utcnow()
+        report = sla.attainment(site, now - timedelta(days=days), now, group_by=group_by)
+        out = {str(k): {s: {"met": a.met, "eligible": a.eligible, "rate": a.rate,
+                            "target": a.target} for s, a in v.items()}
+               for k, v in report.items()}
+        json.dump(out, sys.stdout, indent=2)
+        click.echo()
+
+    @app.cli.command("run-job")
+    @click.argument("name", type=click.Choice(["retry_due", "sla_scan", "weekly_digest",
+                                               "purge"]))
+    @click.option("--now", default=None, help="ISO time to run as (default: now).")
+    def run_job(name: str, now: str | None) -> None:
+        """Run one scheduled job here and now (what `flask cron` schedules)."""
+        from . import cron
+
+        if now:
+            datetime.fromisoformat(now)
+        click.echo(f"{name}: {getattr(cron, name)(now)}")
+
+    @app.cli.command("site-settings")
+    @click.argument("public_key")
+    @click.option("--webhooks-allow-private/--webhooks-public-only", default=None,
+                  help="Allow webhooks to private/loopback addresses (on-premise helpdesk).")
+    @click.option("--sla-ack-hours", type=int, default=None)
+    @click.option("--sla-close-hours", type=int, default=None)
+    @click.option("--sla-reminder-minutes", type=int, default=None)
+    def site_settings(public_key: str, webhooks_allow_private: bool | None,
+                      sla_ack_hours: int | None, sla_close_hours: int | None,
+                      sla_reminder_minutes: int | None) -> None:
+        """Change a site's loop settings."""
+        site = _site(public_key)
+        for attr, value in (("webhooks_allow_private", webhooks_allow_private),
+                            ("sla_ack_hours", sla_ack_hours),
+                            ("sla_close_hours", sla_close_hours),
+                            ("sla_reminder_minutes", sla_reminder_minutes)):
+            if value is not None:
+                setattr(site, attr, value)
+        db.session.commit()
+        click.echo(f"{site.public_key}: webhooks_allow_private={site.webhooks_allow_private} "
+                   f"ack={site.sla_ack_hours}h close={site.sla_close_hours}h "
+                   f"reminder={site.sla_reminder_minutes}min")

@@ -1,0 +1,113 @@
+"""Scheduled jobs (RQ's CronScheduler runs them; `flask cron` registers SCHEDULE). Each is safe
+to run twice: what it sends is unique per subject, what it deletes is gone already."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, select
+
+from .. import metrics
+from ..extensions import db
+from ..models import (
+    Impression,
+    Outbox,
+    Response,
+    Site,
+    Team,
+    WebhookDelivery,
+    utcnow,
+)
+from . import notify, sla
+
+# job path -> (interval seconds, cron expression); one of the two.
+SCHEDULE: dict[str, tuple[int | None, str | None]] = {
+    "app.loop.jobs.sweep_outbox": (60, None),
+    "app.loop.cron.retry_due": (60, None),
+    "app.loop.cron.sla_scan": (300, None),
+    "app.loop.cron.weekly_digest": (None, "0 7 * * 1"),  # Mondays 07:00 UTC
+    "app.loop.cron.purge": (None, "30 3 * * *"),
+}
+
+
+def _now(now: str | datetime | None) -> datetime:
+    if isinstance(now, str):
+        return datetime.fromisoformat(now)
+    return now or utcnow()
+
+
+def retry_due(now: str | datetime | None = None) -> int:
+    """Dispatch emails and webhook deliveries whose retry time has come."""
+    return notify.retry_due(_now(now))
+
+
+def sla_scan(now: str | datetime | None = None) -> dict[str, int]:
+    """Reminders before a stage is due, breach alerts after (each once)."""
+    return sla.scan(_now(now))
+
+
+def week_of(now: datetime) -> tuple[datetime, datetime, str]:
+    """The last complete ISO week before `now`: (Monday 00:00, next Monday 00:00, label)."""
+    monday = (now - timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0,
+                                                           microsecond=0)
+    start = monday - timedelta(days=7)
+    year, week, _ = start.isocalendar()
+    return start, monday, f"{year}-W{week:02d}"
+
+
+def digest_figures(site: Site, team: str, start: datetime, end: datetime,
+                   now: datetime) -> dict[str, Any]:
+    """Everything the weekly digest shows for one team and week, with the week before."""
+    prev = metrics.summary(site.id, start - timedelta(days=7), start, team)
+    return {
+        "current": metrics.summary(site.id, start, end, team),
+        "previous": prev,
+        "top_skus": metrics.top_negative(site.id, start, end, "sku", team),
+        "top_moments": metrics.top_negative(site.id, start, end, "moment", team),
+        "sla": sla.attainment(site, start, end, now=now, team=team).get(None, {}),
+        "comments": metrics.sample_comments(site.id, start, end, team),
+    }
+
+
+def weekly_digest(now: str | datetime | None = None) -> int:
+    """One digest per team and week to the team's addresses; returns how many were queued."""
+    now = _now(now)
+    start, end, label = week_of(now)
+    effects: notify.Dispatch = []
+    teams = db.session.execute(
+        select(Team, Site).join(Site, Site.id == Team.site_id)
+        .where(Team.weekly_digest.is_(True))
+    ).all()
+    for team, site in teams:
+        recipients = team.recipients()
+        if not recipients:
+            continue
+        figures = digest_figures(site, team.key, start, end, now)
+        effects += notify.email(site, "digest", f"team:{team.id}:{label}", recipients, team.locale,
+                                {"team": team, "week": label, "start": start,
+                                 "end": end - timedelta(days=1), **figures})
+    db.session.commit()
+    notify.dispatch_all(effects)
+    return len(effects)
+
+
+def purge(now: str | datetime | None = None) -> dict[str, int]:
+    """Delete answers (with their cases, events and emails), impressions, finished outbox
+    rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything)."""
+    days = int(current_app.config["RETENTION_DAYS"])
+    if days <= 0:
+        return {}
+    cutoff = _now(now) - timedelta(days=days)
+    out = {}
+    # Children go by ON DELETE CASCADE (SQLite enforces it: PRAGMA foreign_keys=ON).
+    for name, stmt in (
+        ("responses", delete(Response).where(Response.created_at < cutoff)),
+        ("impressions", delete(Impression).where(Impression.created_at < cutoff)),
+        ("webhook_deliveries", delete(WebhookDelivery).where(WebhookDelivery.created_at < cutoff)),
+        ("outbox", delete(Outbox).where(Outbox.created_at < cutoff, Outbox.done_at.is_not(None))),
+    ):
+        out[name] = db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    return out

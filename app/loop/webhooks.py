@@ -1,0 +1,100 @@
+"""Webhooks: endpoints (SSRF-checked when saved and when sent), Standard Webhooks signing,
+and one delivery attempt with its log row.
+
+Signature (https://www.standardwebhooks.com): `webhook-signature: v1,<base64 HMAC-SHA256 of
+"{webhook-id}.{webhook-timestamp}.{body}" keyed with the base64-decoded secret>`. The
+`webhook-id` is the delivery's, the same on every retry and manual redelivery, so receivers can
+deduplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import DeliveryAttempt, Site, WebhookDelivery, WebhookEndpoint, utcnow
+from . import safehttp
+
+EVENTS = ("response.created", "case.updated", "case.resolved", "sla.breached")
+
+
+class EndpointError(ValueError):
+    """An endpoint that cannot be saved."""
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """The `webhook-signature` header value for one message."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def create_endpoint(site: Site, url: str, events: list[str], team_id: int | None = None,
+                    description: str | None = None) -> WebhookEndpoint:
+    """Save an endpoint after checking its URL and event filter."""
+    if not events:
+        events = list(EVENTS)
+    bad = set(events) - set(EVENTS)
+    if bad:
+        raise EndpointError(f"unknown events: {', '.join(sorted(bad))}")
+    if len(url) > 2000:
+        raise EndpointError("URL longer than 2000 characters")
+    try:
+        safehttp.check_url(url, allow_private=site.webhooks_allow_private)
+    except safehttp.UnsafeTarget as exc:
+        raise EndpointError(f"URL refused: {exc}") from None
+    endpoint = WebhookEndpoint(site_id=site.id, url=url, events=sorted(set(events)),
+                               team_id=team_id, description=description)
+    db.session.add(endpoint)
+    db.session.commit()
+    return endpoint
+
+
+def payload(event: str, data: dict[str, Any], at: datetime) -> str:
+    """The exact body sent for an event (compact JSON, stored so retries are byte-identical)."""
+    return json.dumps({"type": event, "timestamp": at.isoformat(), "data": data},
+                      separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def endpoints_for(site_id: int, event: str, team_id: int | None) -> list[WebhookEndpoint]:
+    """Active endpoints of a site that want this event (team endpoints: their cases only)."""
+    rows = db.session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.site_id == site_id,
+                                      WebhookEndpoint.active.is_(True))
+    ).all()
+    return [e for e in rows if event in e.events and e.team_id in (None, team_id)]
+
+
+def attempt(delivery: WebhookDelivery, site: Site) -> safehttp.HttpResult:
+    """POST the delivery once, log the attempt on it (the caller commits)."""
+    cfg = current_app.config
+    now = utcnow()
+    ts = int(now.timestamp())
+    endpoint = delivery.endpoint
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": delivery.msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(endpoint.secret, delivery.msg_id, ts, delivery.payload),
+    }
+    try:
+        result = safehttp.post(endpoint.url, delivery.payload.encode(), headers,
+                               timeout=float(cfg["WEBHOOK_TIMEOUT"]),
+                               allow_private=site.webhooks_allow_private)
+    except safehttp.UnsafeTarget as exc:
+        result = safehttp.HttpResult(status=None, error=f"refused: {exc}", duration_ms=0,
+                                     body_excerpt="")
+    db.session.add(DeliveryAttempt(delivery_id=delivery.id, attempted_at=now,
+                                   status_code=result.status,
+                                   error=(result.error or "")[:500] or None,
+                                   duration_ms=result.duration_ms))
+    delivery.last_status_code = result.status
+    return result
