@@ -119,6 +119,9 @@ def validate(raw: Any) -> dict[str, Any]:
     for key in ("moment", "channel", "sku", "keywords", "language"):
         if key in cond_in:
             cond[key] = _str_list(cond_in[key], key)
+    if "language" in cond:  # compared with bare ISO 639-1 codes ("ru", not "RU" or "ru-RU")
+        cond["language"] = list(dict.fromkeys(v.lower().replace("_", "-").split("-")[0]
+                                              for v in cond["language"]))
     if "segment" in cond_in:
         cond["segment"] = _str_list(cond_in["segment"], "segment")
         bad = set(cond["segment"]) - SEGMENTS
@@ -131,6 +134,8 @@ def validate(raw: Any) -> dict[str, Any]:
         ):
             raise RuleError("rating must be {min, max} with whole numbers")
         cond["rating"] = {k: r[k] for k in ("min", "max") if k in r}
+        if cond["rating"].get("min", 0) > cond["rating"].get("max", 10**9):
+            raise RuleError("rating.min is greater than rating.max: the rule could never match")
     if "regex" in cond_in:
         pattern = cond_in["regex"]
         if not isinstance(pattern, str) or not pattern or len(pattern) > 500:
@@ -267,7 +272,7 @@ def detect_language(text: str | None, fallback: str) -> str:
         best = detect_langs(text)[0]
     except LangDetectException:
         return base
-    return best.lang if best.prob >= 0.8 else base
+    return best.lang.split("-")[0] if best.prob >= 0.8 else base
 
 
 def evaluate(rules: Iterable[dict[str, Any]], response: Response, moment: Moment) -> Decision:
