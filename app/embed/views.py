@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from typing import Any
 
 from flask import (
@@ -152,6 +153,7 @@ def _verify_or_error(token: str) -> prompts.Prompt | Response:
 # render it once per process with a placeholder where the token goes.
 _TOKEN_SLOT = "CLOSELOOP-TOKEN-SLOT"
 _PAGE_CACHE_MAX = 512
+_URLSAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # itsdangerous URL-safe tokens: nothing to escape
 
 
 def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
@@ -168,6 +170,8 @@ def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str
         if len(cache) >= _PAGE_CACHE_MAX:
             cache.clear()
         cache[key] = page
+    if not _URLSAFE.match(token):  # never true for a verified token; keep escaping honest
+        abort(400)
     return page.replace(_TOKEN_SLOT, token)
 
 
