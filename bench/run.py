@@ -224,9 +224,13 @@ def main() -> int:
             offset += 19000
             ins2 = wrk(b + "/insert", c, args.seconds, script,
                        {"TOKENS_FILE": str(empty), "POST_PATH": "/insert"})
+            row["insert_answer"] = wrk(b + "/insert-answer", c, args.seconds, script,
+                                       {"TOKENS_FILE": str(empty),
+                                        "POST_PATH": "/insert-answer"})
             row["post"] = post
             row["insert"] = [ins1, ins2]
             ratios["post_vs_insert"] = post["rps"] / ((ins1["rps"] + ins2["rps"]) / 2)
+            ratios["post_vs_insert_answer"] = post["rps"] / row["insert_answer"]["rps"]
             row["ratios"] = ratios
             results[f"c{c}"] = row
             print(json.dumps({f"c{c}": ratios}, indent=1), flush=True)
