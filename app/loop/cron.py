@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 from .. import metrics
 from ..extensions import db
 from ..models import (
+    EmailMessage,
     Impression,
     Outbox,
     Response,
@@ -94,8 +95,8 @@ def weekly_digest(now: str | datetime | None = None) -> int:
 
 
 def purge(now: str | datetime | None = None) -> dict[str, int]:
-    """Delete answers (with their cases, events and emails), impressions, finished outbox
-    rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything)."""
+    """Delete answers (with their cases, events and emails), impressions, emails, finished
+    outbox rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything)."""
     days = int(current_app.config["RETENTION_DAYS"])
     if days <= 0:
         return {}
@@ -106,6 +107,8 @@ def purge(now: str | datetime | None = None) -> dict[str, int]:
         ("responses", delete(Response).where(Response.created_at < cutoff)),
         ("impressions", delete(Impression).where(Impression.created_at < cutoff)),
         ("webhook_deliveries", delete(WebhookDelivery).where(WebhookDelivery.created_at < cutoff)),
+        # Digests quote comments and belong to no case: they age out on their own.
+        ("emails", delete(EmailMessage).where(EmailMessage.created_at < cutoff)),
         ("outbox", delete(Outbox).where(Outbox.created_at < cutoff, Outbox.done_at.is_not(None))),
     ):
         out[name] = db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount

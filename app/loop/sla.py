@@ -74,6 +74,9 @@ def attainment(site: Site, start: datetime, end: datetime, *, now: datetime | No
                group_by: str | None = None, **filters: str) -> Report:
     """Attainment per stage for cases created in [start, end), optionally filtered on and
     grouped by a slice (team, priority, segment, channel, moment, sku). One query."""
+    for name in [*filters, *([group_by] if group_by else [])]:
+        if name not in SLICES:
+            raise ValueError(f"unknown slice {name!r}; one of {', '.join(SLICES)}")
     now_lit = literal(now or utcnow(), UTCDateTime)
     cols = []
     for name, (done, due, _t) in STAGES.items():
@@ -91,8 +94,6 @@ def attainment(site: Site, start: datetime, end: datetime, *, now: datetime | No
     if group_by == "sku" or "sku" in filters:
         q = q.join(ResponseSku, ResponseSku.response_id == Response.id)
     for name, value in filters.items():
-        if name not in SLICES:
-            raise ValueError(f"unknown slice {name!r}; one of {', '.join(SLICES)}")
         q = q.where(SLICES[name] == value)
     if group_by:
         q = q.group_by(SLICES[group_by])
