@@ -7,10 +7,10 @@ name or an address can never add a header (no header injection).
 
 from __future__ import annotations
 
-import logging
 import re
 import smtplib
 import ssl
+import sys
 from email.headerregistry import Address
 from email.message import EmailMessage as MimeMessage
 from email.policy import SMTP
@@ -22,7 +22,6 @@ from flask_babel import force_locale
 
 from ..models import EmailMessage
 
-log = logging.getLogger(__name__)
 _ADDR = re.compile(r"^[^@\s<>\"',;()\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 
 
@@ -68,10 +67,13 @@ def build(msg: EmailMessage, from_name: str | None = None, reply_to: str | None 
 
 def send(mime: MimeMessage) -> None:
     """Hand one message to the configured SMTP server; raises smtplib/OSError on failure.
-    MAIL_BACKEND = "console" (what `make run` configures) prints it to the log instead."""
+    MAIL_BACKEND = "console" (what `make run` configures) prints it to stderr instead."""
     cfg = current_app.config
-    if cfg.get("MAIL_BACKEND") == "console":
-        log.info("email (console backend, not sent):\n%s", mime.as_string())
+    if cfg.get("MAIL_BACKEND") == "console":  # development: show it, send nothing
+        heads = "".join(f"{h}: {mime[h]}\n" for h in ("From", "To", "Reply-To", "Subject")
+                        if mime[h])
+        text = mime.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        sys.stderr.write(f"--- email (console backend, not sent) ---\n{heads}\n{text}---\n")
         return
     host, port = cfg["MAIL_SERVER"], int(cfg["MAIL_PORT"])
     timeout = float(cfg["MAIL_TIMEOUT"])
