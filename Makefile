@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint widget clean
+.PHONY: run test lint widget translations clean
 
 # (Re)install whenever pyproject.toml changes; the stamp makes repeat runs instant.
 $(STAMP): pyproject.toml
@@ -30,6 +30,13 @@ lint: $(STAMP)
 # Rebuild the minified widget served at /widget.js (a test fails when it is stale).
 widget: $(STAMP)
 	$(BIN)/python -m widget.build
+
+# Re-extract translatable text, merge it into each catalog, compile (.mo files are committed;
+# a test fails when one is stale).
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _ --no-location --sort-output -o app/translations/messages.pot .
+	$(BIN)/pybabel update -i app/translations/messages.pot -d app/translations -w 100
+	$(BIN)/pybabel compile -d app/translations
 
 clean:
 	rm -rf $(VENV) .pytest_cache

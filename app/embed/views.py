@@ -19,6 +19,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import force_locale
 from limits import parse as parse_limit
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
@@ -303,6 +304,7 @@ def thanks(public_id: str) -> Response | tuple[str, int] | str:
 def verify(token: str) -> tuple[str, int]:
     """One-click "resolved / not resolved" link from the verification email."""
     from ..loop.cases import TransitionError, customer_verdict
+    from ..loop.mail import babel_locale
     from ..signing import TokenExpired, TokenInvalid
 
     try:
@@ -314,4 +316,9 @@ def verify(token: str) -> tuple[str, int]:
     except TransitionError:  # answered twice at the same moment: the first answer stands
         outcome, case = "already", None
     site = db.session.get(Site, case.site_id) if case is not None else None
-    return render_template("embed/verified.html", outcome=outcome, site=site), 200
+    locale = (db.session.scalar(select(Answer.locale).where(Answer.id == case.response_id))
+              if case is not None else None) or "en"
+    with force_locale(babel_locale(locale)):  # the language of the email they clicked in
+        page = render_template("embed/verified.html", outcome=outcome, site=site,
+                               lang=locale)
+    return page, 200

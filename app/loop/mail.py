@@ -17,6 +17,7 @@ from email.policy import SMTP
 from email.utils import formatdate
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from flask import current_app, render_template
 from flask_babel import force_locale
 
@@ -35,9 +36,21 @@ def _header(value: str, limit: int = 250) -> str:
     return re.sub(r"[\x00-\x1f\x7f]+", " ", value).strip()[:limit]
 
 
+def babel_locale(value: str | None) -> str:
+    """A locale Babel knows for a stored tag ("tr-TR" → "tr_TR", unknown → its language,
+    else "en")."""
+    tag = (value or "en").replace("-", "_")
+    for candidate in (tag, tag.split("_")[0]):
+        try:
+            return str(Locale.parse(candidate))
+        except (ValueError, UnknownLocaleError):
+            continue
+    return "en"
+
+
 def render(kind: str, locale: str, **context: Any) -> tuple[str, str, str]:
     """(subject, text, html) of template `email/<kind>` in the reader's locale."""
-    with force_locale(locale or "en"):
+    with force_locale(babel_locale(locale)):
         text = render_template(f"email/{kind}.txt", **context)
         html = render_template(f"email/{kind}.html", **context)
         subject = render_template(f"email/{kind}.subject.txt", **context)
