@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import click
 from flask import Flask, current_app, url_for
@@ -123,16 +124,27 @@ def register(app: Flask) -> None:
     def worker(burst: bool, simple: bool) -> None:
         """Run an RQ worker (with RQ's scheduler for retries); sweeps the outbox first."""
         from . import queue
-        from .loop.outbox import sweep
+        from .loop.outbox import relay, run_relay, sweep
         from .worker import AppSimpleWorker, AppWorker
 
         jobs = queue.jobs()
         if jobs.backend != "rq":
             raise click.UsageError("REDIS_URL is not set: jobs run in the web process.")
         click.echo(f"outbox sweep at start: {sweep()} item(s) dispatched")
+        app_obj = current_app._get_current_object()
+        stop = threading.Event()
+        if jobs.relay:
+            click.echo(f"outbox relay at start: {relay()} item(s) enqueued")
+            if not burst:
+                threading.Thread(target=run_relay, name="closeloop-relay", daemon=True,
+                                 args=(app_obj, current_app.config["JOBS_RELAY_INTERVAL"],
+                                       stop)).start()
         cls = AppSimpleWorker if simple else AppWorker
-        w = cls([jobs.rq_queue], connection=jobs.redis, app=current_app._get_current_object())
-        w.work(burst=burst, with_scheduler=True)
+        w = cls([jobs.rq_queue], connection=jobs.redis, app=app_obj)
+        try:
+            w.work(burst=burst, with_scheduler=True)
+        finally:
+            stop.set()
 
     @app.cli.command("cron")
     @click.option("--interval", default=60, show_default=True,

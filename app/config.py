@@ -21,6 +21,11 @@ class Defaults:
     # Hand the enqueue to a background thread so no Redis round trip sits on the request path;
     # the outbox sweeper covers whatever a crash drops.
     JOBS_DISPATCH_ASYNC = True
+    # Throughput mode for RQ: web requests only commit the outbox row; every `flask worker`
+    # runs a relay that enqueues new rows each JOBS_RELAY_INTERVAL seconds (or at once while
+    # there is a backlog). Costs up to that interval of latency before routing starts.
+    JOBS_RELAY = False
+    JOBS_RELAY_INTERVAL = 0.5
     JOBS_QUEUE = "closeloop"
     JOBS_RETRY_INTERVALS = [10, 60, 300]
     OUTBOX_SWEEP_GRACE = timedelta(seconds=30)

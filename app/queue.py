@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context
 from redis import Redis
 from rq import Queue, Retry
 
@@ -47,6 +47,7 @@ class Jobs:
         cfg = app.config
         self.backend = cfg.get("JOBS_BACKEND") or ("rq" if cfg.get("REDIS_URL") else "inline")
         self.async_dispatch = bool(cfg.get("JOBS_DISPATCH_ASYNC", True))
+        self.relay = self.backend == "rq" and bool(cfg.get("JOBS_RELAY", False))
         self._redis: Redis | None = None
         self._queue: Queue | None = None
         self._pending: stdqueue.Queue[tuple[str, int] | None] = stdqueue.Queue()
@@ -90,7 +91,12 @@ class Jobs:
 
     # -- dispatch -------------------------------------------------------------------------
     def dispatch(self, topic: str, ref_id: int) -> None:
-        """Hand a committed outbox item to the backend; never raises into a request."""
+        """Hand a committed outbox item to the backend; never raises into a request.
+
+        With JOBS_RELAY on an RQ backend, web requests leave it to the workers' outbox
+        relay (no Redis work at all in the web process); jobs and the CLI still enqueue."""
+        if self.relay and has_request_context():
+            return
         if self.async_dispatch:
             self._ensure_thread()
             self._pending.put((topic, ref_id))

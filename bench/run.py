@@ -165,8 +165,12 @@ def main() -> int:
     ap.add_argument("--conns", default="8,64")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "results.json"))
     ap.add_argument("--only", default="", help="comma list of: get,post (default both)")
+    ap.add_argument("--relay", action="store_true",
+                    help="run the app with JOBS_RELAY (web commits, workers enqueue)")
     args = ap.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
+    if args.relay:
+        os.environ["CLOSELOOP_JOBS_RELAY"] = "true"
 
     fresh_database()
     _key, paths = seed(n_tokens=40000)
@@ -176,7 +180,8 @@ def main() -> int:
     empty.write_text("")
     script = str(ROOT / "bench" / "post.lua")
     engine = sa.create_engine(DB_URL)
-    results: dict[str, object] = {"gunicorn": " ".join(GUNICORN), "seconds": args.seconds}
+    results: dict[str, object] = {"gunicorn": " ".join(GUNICORN), "seconds": args.seconds,
+                                  "relay": args.relay}
     app = start(os.environ.get("BENCH_APP_TARGET", "app:create_app()"), APP_PORT)
     base = start("bench.baseline:app", BASE_PORT)
     try:

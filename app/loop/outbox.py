@@ -4,7 +4,9 @@ worker — Redis was down, the web process died after commit, Redis lost its dat
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from rq.job import Job, JobStatus
@@ -87,3 +89,48 @@ def _not_active(jobs: queue.Jobs, rows: list[Outbox]) -> list[Outbox]:
             continue
         out.append(row)
     return out
+
+
+def relay(limit: int = 500) -> int:
+    """Enqueue outbox items that no one has dispatched yet (JOBS_RELAY mode: web processes
+    commit the outbox row and leave the enqueue to this relay, run by every `flask worker`).
+    Concurrent relays never take the same rows (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite
+    has one writer at a time). Returns how many were enqueued."""
+    jobs = queue.jobs()
+    now = utcnow()
+    q = (select(Outbox)
+         .where(Outbox.done_at.is_(None), Outbox.failed_at.is_(None), Outbox.attempts == 0)
+         .order_by(Outbox.id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    rows = list(db.session.scalars(q))
+    if not rows:
+        db.session.rollback()
+        return 0
+    items = [(r.topic, r.ref_id) for r in rows]
+    for r in rows:
+        r.attempts, r.last_enqueued_at = 1, now
+    # Claimed before enqueueing: a crash in between leaves them to the sweeper's backoff.
+    db.session.commit()
+    if jobs.backend == "rq":
+        with jobs.redis.pipeline(transaction=False) as pipe:
+            for topic, ref_id in items:
+                jobs.enqueue(topic, ref_id, pipeline=pipe)
+            pipe.execute()
+    else:
+        for topic, ref_id in items:
+            queue.resolve(queue.JOBS[topic])(ref_id)
+    return len(items)
+
+
+def run_relay(app: Any, interval: float, stop: threading.Event) -> None:
+    """Relay loop for a worker process's background thread (until `stop` is set)."""
+    while not stop.is_set():
+        moved = 0
+        try:
+            with app.app_context():
+                moved = relay()
+        except Exception:  # noqa: BLE001 - Redis or the database away: try again shortly
+            log.warning("outbox relay pass failed", exc_info=True)
+        if not moved:
+            stop.wait(interval)
