@@ -56,7 +56,9 @@ class Tarpit:
 def _worker(pg_url: str, redis_url: str, mail_port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SECRET_KEY": "test-secret-key", "DATABASE_URL": pg_url,
            "REDIS_URL": redis_url, "CLOSELOOP_MAIL_SERVER": "127.0.0.1",
-           "CLOSELOOP_MAIL_PORT": str(mail_port), "CLOSELOOP_MAIL_FROM": "loop@closeloop.example"}
+           "CLOSELOOP_MAIL_PORT": str(mail_port), "CLOSELOOP_MAIL_FROM": "loop@closeloop.example",
+           # Real SMTP even where `make run` wrote a console backend into instance/config.py.
+           "CLOSELOOP_MAIL_BACKEND": "smtp"}
     return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--burst",
                              "--simple"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

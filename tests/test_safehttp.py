@@ -19,6 +19,8 @@ import pytest
 from app.loop import safehttp
 from app.loop.safehttp import UnsafeTarget, check_url, post
 
+from .conftest import need
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -420,8 +422,7 @@ def test_https_to_plain_http_server_is_tls_error(serve) -> None:
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throwaway self-signed certificate for hook.example (needs the openssl binary)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl binary not available")
+    need("the openssl binary", shutil.which("openssl") is not None, "it makes the test certificate")
     d = tmp_path_factory.mktemp("tls")
     crt, key = d / "cert.pem", d / "key.pem"
     subprocess.run(

@@ -90,7 +90,7 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
 
         site = _site(public_key)
         bad = [e for e in emails if not valid_address(e)]
-        if bad or not rules._KEY.match(key):
+        if bad or not rules.valid_key(key):
             raise click.BadParameter(f"bad team key or addresses: {key} {bad}")
         team = db.session.scalar(select(Team).where(Team.site_id == site.id, Team.key == key))
         if team is None:

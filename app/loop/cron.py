@@ -83,10 +83,11 @@ def weekly_digest(now: str | datetime | None = None) -> int:
     ).all()
     for team, site in teams:
         recipients = team.recipients()
-        if not recipients:
+        ref = f"team:{team.id}:{label}"
+        if not recipients or notify.already_queued("digest", ref):  # skip the figures' queries
             continue
         figures = digest_figures(site, team.key, start, end, now)
-        effects += notify.email(site, "digest", f"team:{team.id}:{label}", recipients, team.locale,
+        effects += notify.email(site, "digest", ref, recipients, team.locale,
                                 {"team": team, "week": label, "start": start,
                                  "end": end - timedelta(days=1), **figures})
     db.session.commit()

@@ -69,17 +69,12 @@ def _routed_effects(case: Case, response: Response, moment: Moment, site: Site,
         team, recipients = notify.team_recipients(site.id, case.team, "alert_critical")
         out += notify.email(site, "alert", f"case:{case.id}", recipients,
                             team.locale if team else site.default_locale,
-                            {**ctx, "team": team, "case_url": admin_case_url(case)},
+                            {**ctx, "team": team, "case_url": notify.case_url(case.id)},
                             case_id=case.id)
     if response.customer_email:
         out += notify.email(site, "thanks", f"response:{response.id}", [response.customer_email],
                             response.locale, ctx, case_id=case.id)
     return out
-
-
-def admin_case_url(case: Case) -> str:
-    """Where staff open a case (the admin's response list until the case view lands)."""
-    return notify.external_url("admin.responses") + f"#case-{case.id}"
 
 
 def sweep_outbox() -> int:

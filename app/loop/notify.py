@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,6 +49,11 @@ def external_url(endpoint: str, **values: Any) -> str:
         return url_for(endpoint, _external=True, **values)
 
 
+def case_url(case_id: int) -> str:
+    """Where staff open a case (the admin's response list until the case view lands)."""
+    return external_url("admin.responses") + f"#case-{case_id}"
+
+
 def dispatch_all(items: Dispatch) -> None:
     """After commit: hand each new effect to the job backend (the outbox covers a loss)."""
     for topic, ref_id in items:
@@ -56,17 +62,23 @@ def dispatch_all(items: Dispatch) -> None:
 
 # -- deciding effects --------------------------------------------------------------------------
 
+def already_queued(kind: str, ref_key: str) -> bool:
+    """Whether the email (kind, ref_key) was decided already (it is unique)."""
+    return db.session.scalar(select(EmailMessage.id).where(
+        EmailMessage.kind == kind, EmailMessage.ref_key == ref_key)) is not None
+
+
 def email(site: Site, kind: str, ref_key: str, recipients: list[str], locale: str,
-          context: dict[str, Any], case_id: int | None = None) -> Dispatch:
-    """Queue one email unless this (kind, ref_key) exists already; renders it now."""
+          context: dict[str, Any], case_id: int | None = None,
+          template: str | None = None) -> Dispatch:
+    """Queue one email unless this (kind, ref_key) exists already; renders it now from
+    `email/<template or kind>.*`."""
     recipients = [r for r in dict.fromkeys(recipients) if mail.valid_address(r)]
     if not recipients:
         return []
-    exists = db.session.scalar(select(EmailMessage.id).where(
-        EmailMessage.kind == kind, EmailMessage.ref_key == ref_key))
-    if exists is not None:
+    if already_queued(kind, ref_key):
         return []
-    subject, text, html = mail.render(kind, locale, site=site, **context)
+    subject, text, html = mail.render(template or kind, locale, site=site, **context)
     domain = current_app.config["MAIL_FROM"].rpartition("@")[2] or "closeloop.invalid"
     now = utcnow()
     msg = EmailMessage(site_id=site.id, case_id=case_id, kind=kind, ref_key=ref_key,
@@ -82,17 +94,17 @@ def email(site: Site, kind: str, ref_key: str, recipients: list[str], locale: st
 def webhook(site: Site, event: str, dedupe_key: str, data: dict[str, Any],
             team: str | None = None) -> Dispatch:
     """Queue `event` for every endpoint that wants it, once per (endpoint, dedupe_key)."""
-    team_id = None
-    if team is not None:
-        team_id = db.session.scalar(select(Team.id).where(Team.site_id == site.id,
-                                                          Team.key == team))
+    endpoints = webhooks.endpoints_for(site.id, event, team)
+    if not endpoints:
+        return []
     out: Dispatch = []
     now = utcnow()
     body = webhooks.payload(event, data, now)
-    for endpoint in webhooks.endpoints_for(site.id, event, team_id):
-        exists = db.session.scalar(select(WebhookDelivery.id).where(
-            WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.dedupe_key == dedupe_key))
-        if exists is not None:
+    done = set(db.session.scalars(select(WebhookDelivery.endpoint_id).where(
+        WebhookDelivery.endpoint_id.in_([e.id for e in endpoints]),
+        WebhookDelivery.dedupe_key == dedupe_key)))
+    for endpoint in endpoints:
+        if endpoint.id in done:
             continue
         delivery = WebhookDelivery(endpoint_id=endpoint.id, site_id=site.id, event=event,
                                    dedupe_key=dedupe_key, payload=body, created_at=now)
@@ -165,65 +177,66 @@ def _failed(row: EmailMessage | WebhookDelivery, error: str, now: datetime, max_
         row.next_attempt_at = now + _backoff(row.attempts, schedule)
 
 
-def send_email(email_id: int) -> str:
-    """Send one stored email once. The row stays locked while SMTP runs, so a second run of
-    the same job waits and then finds it sent; a worker killed mid-send rolls back and the
-    message is sent by the next run."""
-    cfg = current_app.config
+def _perform(model: type[EmailMessage] | type[WebhookDelivery], topic: str, row_id: int,
+             act: Callable[[Any, datetime], str | None], done_status: str,
+             max_attempts: int, schedule: list[int],
+             ready: Callable[[Any], bool] = lambda row: True) -> str:
+    """Run one attempt of an effect row at most once: lock the row (a second run of the job
+    waits, then finds it done), skip it unless it is due, call `act` (None = success, else
+    the error), record the outcome or the next retry, mark the outbox row done, commit."""
     session = db.session
-    msg = session.scalar(select(EmailMessage).where(EmailMessage.id == email_id)
-                         .with_for_update())
+    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model))
     now = utcnow()
-    if msg is None:
+    if row is None:
         session.rollback()
         return "unknown"
-    if not _due(msg, now):
-        _finish_outbox(SEND_EMAIL, email_id, now)
-        session.commit()
-        return msg.status
-    site = session.get(Site, msg.site_id)
-    customer_facing = msg.kind in ("thanks", "resolution", "verification")
-    reply_to = site.support_contact if site and customer_facing else None
-    msg.attempts += 1
-    try:
-        mail.send(mail.build(msg, from_name=site.name if site else None, reply_to=reply_to))
-    except (OSError, smtplib.SMTPException) as exc:
-        _failed(msg, f"{type(exc).__name__}: {exc}", now, cfg["MAIL_MAX_ATTEMPTS"],
-                cfg["MAIL_RETRY_SECONDS"])
-        log.warning("email %s (%s) failed: %s", msg.id, msg.kind, exc)
-    else:
-        msg.status, msg.sent_at, msg.last_error, msg.next_attempt_at = "sent", now, None, None
-    _finish_outbox(SEND_EMAIL, email_id, now)
+    if _due(row, now) and ready(row):
+        row.attempts += 1
+        error = act(row, now)
+        if error is None:
+            row.status, row.last_error, row.next_attempt_at = done_status, None, None
+        else:
+            _failed(row, error, now, max_attempts, schedule)
+    _finish_outbox(topic, row_id, now)
     session.commit()
-    return msg.status
+    return row.status
+
+
+def send_email(email_id: int) -> str:
+    """Send one stored email once. The row stays locked while SMTP runs; a worker killed
+    mid-send rolls back and the message is sent by the next run."""
+    cfg = current_app.config
+
+    def act(msg: EmailMessage, now: datetime) -> str | None:
+        site = db.session.get(Site, msg.site_id)
+        customer_facing = msg.kind in ("thanks", "resolution", "verification")
+        reply_to = site.support_contact if site and customer_facing else None
+        try:
+            mail.send(mail.build(msg, from_name=site.name if site else None, reply_to=reply_to))
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("email %s (%s) failed: %s", msg.id, msg.kind, exc)
+            return f"{type(exc).__name__}: {exc}"
+        msg.sent_at = now
+        return None
+
+    return _perform(EmailMessage, SEND_EMAIL, email_id, act, "sent",
+                    cfg["MAIL_MAX_ATTEMPTS"], cfg["MAIL_RETRY_SECONDS"])
 
 
 def deliver_webhook(delivery_id: int) -> str:
     """Attempt one webhook delivery (signed, SSRF-guarded, bounded by WEBHOOK_TIMEOUT)."""
     cfg = current_app.config
-    session = db.session
-    delivery = session.scalar(select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                              .with_for_update(of=WebhookDelivery))
-    now = utcnow()
-    if delivery is None:
-        session.rollback()
-        return "unknown"
-    if not _due(delivery, now) or not delivery.endpoint.active:
-        _finish_outbox(DELIVER_WEBHOOK, delivery_id, now)
-        session.commit()
-        return delivery.status
-    site = session.get(Site, delivery.site_id)
-    delivery.attempts += 1
-    result = webhooks.attempt(delivery, site)
-    if result.ok:
-        delivery.status, delivery.delivered_at = "succeeded", utcnow()
-        delivery.last_error, delivery.next_attempt_at = None, None
-    else:
-        _failed(delivery, result.error or f"HTTP {result.status}", now,
-                cfg["WEBHOOK_MAX_ATTEMPTS"], cfg["WEBHOOK_RETRY_SECONDS"])
-    _finish_outbox(DELIVER_WEBHOOK, delivery_id, now)
-    session.commit()
-    return delivery.status
+
+    def act(delivery: WebhookDelivery, now: datetime) -> str | None:
+        result = webhooks.attempt(delivery, db.session.get(Site, delivery.site_id))
+        if not result.ok:
+            return result.error or f"HTTP {result.status}"
+        delivery.delivered_at = utcnow()
+        return None
+
+    return _perform(WebhookDelivery, DELIVER_WEBHOOK, delivery_id, act, "succeeded",
+                    cfg["WEBHOOK_MAX_ATTEMPTS"], cfg["WEBHOOK_RETRY_SECONDS"],
+                    ready=lambda d: d.endpoint.active)  # a disabled endpoint waits
 
 
 def redeliver(delivery_id: int) -> Dispatch:

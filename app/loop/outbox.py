@@ -59,21 +59,7 @@ def sweep(now: datetime | None = None, grace: timedelta | None = None, limit: in
         ids.append((r.topic, r.ref_id))
     # Record the attempt before dispatching, so a crash here can only under-count.
     db.session.commit()
-    dispatched = 0
-    if jobs.backend == "rq":
-        with jobs.redis.pipeline(transaction=False) as pipe:
-            for topic, ref_id in ids:
-                jobs.enqueue(topic, ref_id, pipeline=pipe)
-            pipe.execute()
-        dispatched = len(ids)
-    else:
-        for topic, ref_id in ids:
-            try:
-                queue.resolve(queue.JOBS[topic])(ref_id)
-                dispatched += 1
-            except Exception:  # noqa: BLE001 - stays pending for the next sweep
-                db.session.rollback()
-                log.exception("inline job %s:%s failed", topic, ref_id)
+    dispatched = _hand_over(jobs, ids)
     if dispatched:
         log.info("outbox sweep dispatched %d item(s)", dispatched)
     return dispatched
@@ -112,15 +98,27 @@ def relay(limit: int = 500) -> int:
         r.attempts, r.last_enqueued_at = 1, now
     # Claimed before enqueueing: a crash in between leaves them to the sweeper's backoff.
     db.session.commit()
+    return _hand_over(jobs, items)
+
+
+def _hand_over(jobs: queue.Jobs, items: list[tuple[str, int]]) -> int:
+    """Enqueue claimed items in one Redis pipeline, or run them here without Redis (a failed
+    inline job stays pending for the next sweep); returns how many were handed over."""
     if jobs.backend == "rq":
         with jobs.redis.pipeline(transaction=False) as pipe:
             for topic, ref_id in items:
                 jobs.enqueue(topic, ref_id, pipeline=pipe)
             pipe.execute()
-    else:
-        for topic, ref_id in items:
+        return len(items)
+    done = 0
+    for topic, ref_id in items:
+        try:
             queue.resolve(queue.JOBS[topic])(ref_id)
-    return len(items)
+            done += 1
+        except Exception:  # noqa: BLE001 - stays pending for the next sweep
+            db.session.rollback()
+            log.exception("inline job %s:%s failed", topic, ref_id)
+    return done
 
 
 def run_relay(app: Any, interval: float, stop: threading.Event) -> None:

@@ -73,6 +73,11 @@ DEFAULT_RULES: list[dict[str, Any]] = [
 FALLBACK_TEAM = "support"
 
 
+def valid_key(key: str) -> bool:
+    """A team or template key: lowercase letters, digits, `_ . -`, up to 64 characters."""
+    return isinstance(key, str) and bool(_KEY.match(key))
+
+
 class RuleError(ValueError):
     """A rule that cannot be saved; the message names the rule and the field."""
 
@@ -151,7 +156,7 @@ def validate(raw: Any) -> dict[str, Any]:
         cond["has_voice"] = cond_in["has_voice"]
     act: dict[str, Any] = {}
     if "team" in act_in:
-        if not isinstance(act_in["team"], str) or not _KEY.match(act_in["team"]):
+        if not valid_key(act_in["team"]):
             raise RuleError("team must be a team key (lowercase letters, digits, _ . -)")
         act["team"] = act_in["team"]
     if "priority" in act_in:
@@ -170,7 +175,7 @@ def validate(raw: Any) -> dict[str, Any]:
             raise RuleError("notify must be true or false")
         act["notify"] = act_in["notify"]
     if "template" in act_in:
-        if not isinstance(act_in["template"], str) or not _KEY.match(act_in["template"]):
+        if not valid_key(act_in["template"]):
             raise RuleError("template must be a template key")
         act["template"] = act_in["template"]
     for key in ("enabled", "continue"):

@@ -121,8 +121,10 @@ def scan(now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
     effects: notify.Dispatch = []
     for stage in ALERT_STAGES:
         done, due, _t = STAGES[stage]
+        # The alert this scan would raise (breach once due, else reminder) must not exist yet.
+        owed = case((due <= now, literal("breach")), else_=literal("reminder"))
         already = exists().where(CaseAlert.case_id == Case.id, CaseAlert.stage == stage,
-                                 CaseAlert.kind == "breach", CaseAlert.cycle == Case.cycle)
+                                 CaseAlert.kind == owed, CaseAlert.cycle == Case.cycle)
         rows = db.session.execute(
             select(Case, Response, Moment, Site)
             .join(Response, Response.id == Case.response_id)
@@ -141,10 +143,6 @@ def scan(now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
                 kind = "reminder"
             else:
                 continue
-            if db.session.scalar(select(CaseAlert.id).where(
-                CaseAlert.case_id == c.id, CaseAlert.stage == stage, CaseAlert.kind == kind,
-                CaseAlert.cycle == c.cycle)) is not None:
-                continue
             db.session.add(CaseAlert(case_id=c.id, stage=stage, kind=kind, cycle=c.cycle,
                                      due_at=due_at, created_at=now))
             counts[kind] += 1
@@ -161,9 +159,9 @@ def _alert_effects(c: Case, response: Response, moment: Moment, site: Site, stag
     out = notify.email(site, f"sla_{kind}", ref, recipients,
                        team.locale if team else site.default_locale,
                        {"case": c, "response": response, "moment": moment, "stage": stage,
-                        "due_at": due_at, "team": team,
-                        "case_url": notify.external_url("admin.responses") + f"#case-{c.id}"},
-                       case_id=c.id)
+                        "due_at": due_at, "team": team, "alert": kind,
+                        "case_url": notify.case_url(c.id)},
+                       case_id=c.id, template="sla_alert")
     if kind == "breach":
         data = {**notify.case_data(c, response, moment.key), "stage": stage,
                 "due_at": due_at.isoformat()}

@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from ..extensions import db
-from ..models import DeliveryAttempt, Site, WebhookDelivery, WebhookEndpoint, utcnow
+from ..models import DeliveryAttempt, Site, Team, WebhookDelivery, WebhookEndpoint, utcnow
 from . import safehttp
 
 EVENTS = ("response.created", "case.updated", "case.resolved", "sla.breached")
@@ -64,13 +64,16 @@ def payload(event: str, data: dict[str, Any], at: datetime) -> str:
                       separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def endpoints_for(site_id: int, event: str, team_id: int | None) -> list[WebhookEndpoint]:
-    """Active endpoints of a site that want this event (team endpoints: their cases only)."""
+def endpoints_for(site_id: int, event: str, team: str | None) -> list[WebhookEndpoint]:
+    """Active endpoints of a site that want this event: site-wide ones, and the owning
+    team's (by team key) for that team's cases."""
     rows = db.session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.site_id == site_id,
-                                      WebhookEndpoint.active.is_(True))
+        select(WebhookEndpoint)
+        .outerjoin(Team, Team.id == WebhookEndpoint.team_id)
+        .where(WebhookEndpoint.site_id == site_id, WebhookEndpoint.active.is_(True),
+               or_(WebhookEndpoint.team_id.is_(None), Team.key == team))
     ).all()
-    return [e for e in rows if event in e.events and e.team_id in (None, team_id)]
+    return [e for e in rows if event in e.events]
 
 
 def attempt(delivery: WebhookDelivery, site: Site) -> safehttp.HttpResult:
