@@ -18,7 +18,11 @@ from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults → instance/config.py → env → `test_config`, then init_app."""
-    app = Flask(__name__, instance_relative_config=True)
+    # CLOSELOOP_INSTANCE_PATH picks another instance folder (`make run` uses instance/dev,
+    # tests a tmp dir), so one checkout's development settings never reach other commands.
+    instance = os.environ.get("CLOSELOOP_INSTANCE_PATH")
+    app = Flask(__name__, instance_relative_config=True,
+                instance_path=os.path.abspath(instance) if instance else None)
     app.config.from_object(Defaults)
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
