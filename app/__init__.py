@@ -38,7 +38,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         )
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    # Inside the package, so an installed app finds its migrations from any directory.
+    migrate.init_app(app, db, directory=str(Path(app.root_path) / "migrations"))
     limiter.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
