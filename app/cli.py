@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
+from typing import Any
 
 import click
 from flask import Flask, current_app, url_for
@@ -24,10 +26,65 @@ def _base_url() -> str:
     return current_app.config.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
 
 
+class CliError(click.ClickException):
+    """A command's failure as one line on stderr, `error: ...`, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def one_line(exc: BaseException) -> str:
+    """What went wrong, in one line without SQL or its parameters (SQLAlchemy puts both in
+    str(exc); the driver's own first line says what failed)."""
+    orig = getattr(exc, "orig", None)
+    shown = orig if isinstance(orig, BaseException) else exc
+    text = (str(shown).strip().splitlines() or [""])[0]
+    if shown is exc and hasattr(exc, "statement"):  # a StatementError without a driver error
+        text = ""
+    return f"{type(shown).__name__}: {text}"[:300].rstrip(": ")
+
+
+def _guarded(cmd: click.Command) -> click.Command:
+    """Wrap a top-level command (a group covers its subcommands) so an unexpected exception
+    ends as one `error:` line; `flask --debug` (FLASK_DEBUG) shows the traceback instead."""
+    if cmd is None or getattr(cmd, "_closeloop_guarded", False):
+        return cmd
+    invoke = cmd.invoke
+
+    def guarded_invoke(ctx: click.Context) -> Any:
+        try:
+            return invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("FLASK_DEBUG", "").lower() in ("1", "true", "yes"):
+                raise
+            raise CliError(f"{one_line(exc)} (flask --debug ... shows the traceback)") from None
+
+    cmd.invoke = guarded_invoke  # type: ignore[method-assign]
+    cmd._closeloop_guarded = True  # type: ignore[attr-defined]
+    return cmd
+
+
+def guard(app: Flask) -> None:
+    """Every command of this app, and Flask-Migrate's `db`, fails in one line."""
+    get_command = app.cli.get_command
+
+    def guarded_get_command(ctx: click.Context, name: str) -> click.Command | None:
+        return _guarded(get_command(ctx, name))  # type: ignore[arg-type]
+
+    app.cli.get_command = guarded_get_command  # type: ignore[method-assign]
+    from flask_migrate.cli import db as db_group
+
+    _guarded(db_group)
+
+
 def register(app: Flask) -> None:
     """Attach the command groups to the app's CLI."""
     from .loop.cli import register as register_loop
 
+    guard(app)
     register_loop(app)
 
     @app.cli.group("sites")
@@ -81,12 +138,52 @@ def register(app: Flask) -> None:
     @click.option("--role", type=click.Choice(["agent", "lead", "admin"]), default="agent")
     @click.password_option(envvar="CLOSELOOP_STAFF_PASSWORD")
     def staff_create(email: str, role: str, password: str) -> None:
-        """Create a staff account."""
+        """Create a staff account (password prompted, or CLOSELOOP_STAFF_PASSWORD)."""
         try:
             staff_ops.create(email, password, role)
         except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-        click.echo(f"created {role} {email}")
+            raise CliError(str(exc)) from None
+        click.echo(f"created {role} {email.strip().lower()}")
+
+    @staff_group.command("list")
+    def staff_list() -> None:
+        """List staff accounts: email, role, active or deactivated, created."""
+        for user in staff_ops.all_users():
+            state = "active" if user.active else "deactivated"
+            click.echo(f"{user.email}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
+
+    @staff_group.command("deactivate")
+    @click.argument("email")
+    def staff_deactivate(email: str) -> None:
+        """Stop an account from signing in; its open sessions end at their next request."""
+        try:
+            user = staff_ops.set_active(email, False)
+        except LookupError as exc:
+            raise CliError(str(exc.args[0])) from None
+        click.echo(f"deactivated {user.email}")
+
+    @staff_group.command("activate")
+    @click.argument("email")
+    def staff_activate(email: str) -> None:
+        """Let a deactivated account sign in again."""
+        try:
+            user = staff_ops.set_active(email, True)
+        except LookupError as exc:
+            raise CliError(str(exc.args[0])) from None
+        click.echo(f"activated {user.email}")
+
+    @staff_group.command("set-password")
+    @click.argument("email")
+    @click.password_option(envvar="CLOSELOOP_STAFF_PASSWORD")
+    def staff_set_password(email: str, password: str) -> None:
+        """Give an account a new password (prompted, or CLOSELOOP_STAFF_PASSWORD)."""
+        try:
+            user = staff_ops.set_password(email, password)
+        except LookupError as exc:
+            raise CliError(str(exc.args[0])) from None
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        click.echo(f"new password set for {user.email}")
 
     @app.cli.command("demo")
     @click.option("--origin", "origins", multiple=True,

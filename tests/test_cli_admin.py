@@ -117,3 +117,92 @@ def test_database_down_is_503():
     assert "briefly unavailable" in r.get_data(as_text=True)
     with app.app_context(), pytest.raises(OperationalError):
         db.session.execute(select(1))
+
+
+def test_staff_create_twice_is_one_line_without_the_hash(app, runner):
+    """A second `staff create` for an email prints one `error:` line naming it, exit 1, and
+    never the IntegrityError with its SQL parameters (the new password hash)."""
+    args = ["staff", "create", "lead@shop.example", "--password", "a long enough password"]
+    assert runner.invoke(args=args).exit_code == 0
+    out = runner.invoke(args=[*args[:2], "LEAD@shop.example", *args[3:]])
+    assert out.exit_code == 1
+    assert out.output.splitlines() == [
+        "error: a staff account with email lead@shop.example already exists"]
+    with app.app_context():
+        assert len(db.session.scalars(select(StaffUser)).all()) == 1
+
+
+def test_staff_list_deactivate_and_set_password(app, client, runner):
+    """`staff list` shows each account; `staff deactivate` refuses its sign-ins and ends its
+    open session; `staff set-password` replaces the password under the same policy."""
+    for email, role in (("a@shop.example", "lead"), ("b@shop.example", "agent")):
+        assert runner.invoke(args=["staff", "create", email, "--role", role,
+                                   "--password", "first password!!"]).exit_code == 0
+    lines = runner.invoke(args=["staff", "list"]).output.splitlines()
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["a@shop.example", "lead", "active"], ["b@shop.example", "agent", "active"]]
+
+    assert login(client, "b@shop.example", "first password!!").status_code == 302
+    assert client.get("/admin/").status_code == 200
+    out = runner.invoke(args=["staff", "deactivate", "B@shop.example"])
+    assert out.exit_code == 0 and out.output == "deactivated b@shop.example\n"
+    assert client.get("/admin/").status_code == 302  # the open session no longer counts
+    assert login(client, "b@shop.example", "first password!!").status_code == 200
+    assert runner.invoke(args=["staff", "list"]).output.splitlines()[1].split("\t")[2] == (
+        "deactivated")
+
+    short = runner.invoke(args=["staff", "set-password", "a@shop.example", "--password", "short"])
+    assert short.exit_code == 1
+    assert short.output == "error: passwords need at least 12 characters\n"
+    out = runner.invoke(args=["staff", "set-password", "a@shop.example"],
+                        env={"CLOSELOOP_STAFF_PASSWORD": "second password!"})
+    assert out.exit_code == 0, out.output
+    other = app.test_client()
+    assert login(other, "a@shop.example", "first password!!").status_code == 200
+    assert login(other, "a@shop.example", "second password!").status_code == 302
+
+    for cmd in (["deactivate", "nobody@shop.example"],
+                ["set-password", "nobody@shop.example", "--password", "long enough pass"]):
+        out = runner.invoke(args=["staff", *cmd])
+        assert out.exit_code == 1
+        assert out.output == "error: no staff account with email nobody@shop.example\n"
+
+
+def test_unexpected_cli_error_is_one_line(monkeypatch):
+    """Any command's unexpected exception is one `error:` line and exit 1, with no traceback
+    and no SQL; `flask --debug` (FLASK_DEBUG=1) lets the exception through."""
+    app = create_app(base_config(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/x",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 1}}))
+    monkeypatch.delenv("FLASK_DEBUG", raising=False)
+    out = app.test_cli_runner().invoke(args=["sites", "list"])
+    assert out.exit_code == 1
+    [line] = out.output.splitlines()
+    assert line.startswith("error: OperationalError: connection ") and "[SQL" not in line
+    assert line.endswith("(flask --debug ... shows the traceback)")
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    out = app.test_cli_runner().invoke(args=["sites", "list"])
+    assert isinstance(out.exception, OperationalError)
+
+
+def test_real_flask_command_fails_in_one_line(tmp_path):
+    """Through the real `flask` executable: a duplicate `staff create` writes exactly one line
+    to stderr, without a traceback or the password hash."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "CLOSELOOP_"))}
+    env.update(SECRET_KEY="cli-test", CLOSELOOP_INSTANCE_PATH=str(tmp_path),
+               DATABASE_URL=f"sqlite:///{tmp_path}/cli.sqlite3",
+               CLOSELOOP_STAFF_PASSWORD="a long enough password")
+
+    def flask(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert flask("db", "upgrade").returncode == 0
+    assert flask("staff", "create", "x@shop.example").returncode == 0
+    again = flask("staff", "create", "x@shop.example")
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr == "error: a staff account with email x@shop.example already exists\n"
