@@ -71,6 +71,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     fast = WidgetFastPath(app.wsgi_app, bundle(), security.STATIC_HEADERS)
     app.extensions["closeloop.widget"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
+    from . import health, logs
+
+    health.init_app(app)  # /healthz before Flask: no host check, session or rate limit
+    logs.init_app(app)  # last: the outermost layer logs every request, fast paths too
     return app
 
 

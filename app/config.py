@@ -31,12 +31,25 @@ class Defaults:
     OUTBOX_SWEEP_GRACE = timedelta(seconds=30)
     OUTBOX_MAX_ATTEMPTS = 10
 
-    # Per-process cache of site and moment rows on the prompt path (0 = off).
+    # Per-process cache of site and moment rows on the prompt path (0 = off). A cached row is
+    # re-checked against its site's settings_version at most every SITE_CACHE_CHECK_SECONDS
+    # (one indexed query per site), so secret rotation and setting changes made by any process
+    # take effect everywhere within about that long.
     SITE_CACHE_SECONDS = 30
+    SITE_CACHE_CHECK_SECONDS = 1.0
     PUBLIC_PROMPT_MAX_AGE = int(timedelta(days=1).total_seconds())
     VERIFIED_PROMPT_MAX_AGE = int(timedelta(days=30).total_seconds())
-    # Public URL of this service as seen by browsers (widget links); empty = request host.
+    # Public URL of this service as seen by browsers and email readers (scheme://host[:port]
+    # [/prefix]): every absolute link (prompt URLs, thank-you URLs, email links) is built from
+    # it, never from the request's Host header. Required outside development.
     PUBLIC_BASE_URL = ""
+    # Host names (no port) this service answers to; others get 400. None = PUBLIC_BASE_URL's.
+    TRUSTED_HOSTS: list[str] | None = None
+    # Strict-Transport-Security max-age on responses served over HTTPS (0 = no header).
+    HSTS_SECONDS = 365 * 24 * 3600
+    # Logging (app/logs.py): "text" or "json" lines on stderr; also LOG_LEVEL/LOG_FORMAT env.
+    LOG_LEVEL = "INFO"
+    LOG_FORMAT = "text"
 
     # Bodies: prompt answers are small; anything bigger is refused with 413 before parsing.
     MAX_CONTENT_LENGTH = 3 * 1024 * 1024
@@ -103,4 +116,7 @@ def env_overrides(environ: os._Environ[str] | dict[str, str] = os.environ) -> di
         out["REDIS_URL"] = environ["REDIS_URL"]
     if environ.get("SECRET_KEY"):
         out["SECRET_KEY"] = environ["SECRET_KEY"]
+    for name in ("LOG_LEVEL", "LOG_FORMAT"):  # the CLOSELOOP_ spelling wins when both are set
+        if environ.get(name) and not environ.get("CLOSELOOP_" + name):
+            out[name] = environ[name]
     return out

@@ -1,14 +1,19 @@
-"""Every error is a clear status: JSON for API-style requests, a friendly page for forms."""
+"""Every error is a clear status: JSON for API-style requests, a friendly page for forms.
+
+A database that cannot be reached is a 503 with Retry-After; every other exception is a 500,
+logged with its traceback and the request id (which the response carries in X-Request-ID)."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
-from flask import Flask, Response, jsonify, make_response, render_template, request
-from sqlalchemy.exc import OperationalError
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from . import logs
 from .extensions import limiter
 
 log = logging.getLogger(__name__)
@@ -36,10 +41,14 @@ def wants_json() -> bool:
 def error_response(status: int, message: str | None = None, code: str | None = None) -> Response:
     """The JSON or HTML error response for `status`, with a message safe to show."""
     message = message or FRIENDLY.get(status, "Request failed.")
+    # Server-side failures name the request id, so a report can be matched to the log line.
+    rid = request.environ.get("closeloop.request_id") if status >= 500 else None
     if wants_json():
-        resp = jsonify(error=code or str(status), message=message)
+        body = {"error": code or str(status), "message": message}
+        resp = jsonify({**body, "request_id": rid} if rid else body)
     else:
-        resp = make_response(render_template("error.html", status=status, message=message))
+        resp = make_response(render_template("error.html", status=status, message=message,
+                                             request_id=rid))
     resp.status_code = status
     return resp
 
@@ -72,10 +81,55 @@ def init_app(app: Flask) -> None:
             resp.headers["Retry-After"] = str(_retry_after())
         return resp
 
-    @app.errorhandler(OperationalError)
-    def db_down(exc: OperationalError) -> Response:
-        # Database unreachable or locked: a retryable 503, never a stack trace.
-        log.error("database unavailable: %s", exc.orig.__class__.__name__ if exc.orig else exc)
-        resp = error_response(503, code="unavailable")
-        resp.headers["Retry-After"] = "5"
-        return resp
+    @app.errorhandler(Exception)
+    def unhandled(exc: Exception) -> Response:
+        # Only a database we cannot reach (or that is locked) is a retryable 503; anything
+        # else, a missing table among them, is a bug: a 500 logged with its traceback and the
+        # request id, which the page shows so a report can be matched to the log line.
+        if is_connection_error(exc):
+            log.error("database unavailable: %s", _describe(exc))
+            resp = error_response(503, code="unavailable")
+            resp.headers["Retry-After"] = "5"
+            return resp
+        propagate = current_app.config["PROPAGATE_EXCEPTIONS"]
+        if propagate or (propagate is None and (current_app.testing or current_app.debug)):
+            raise exc  # tests and the debugger see the exception itself (as Flask does)
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method,
+                  logs.safe_path(request.path), exc_info=exc)
+        return error_response(500, code="internal_error")
+
+
+# SQLSTATE classes/codes that mean "no usable connection": 08 connection exceptions, the
+# server shutting down or starting (57P01-57P03), too many connections (53300).
+_PG_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+_SQLITE_UNAVAILABLE = ("database is locked", "database table is locked", "unable to open")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for database errors that mean "unreachable or busy, try again": PostgreSQL
+    refusing or dropping the connection, SQLite locked or not openable. Everything else
+    (no such table, a constraint, a syntax error) is a bug, not an outage."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return isinstance(orig, sqlite3.OperationalError) and str(orig).startswith(
+            _SQLITE_UNAVAILABLE)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    if isinstance(orig, psycopg.OperationalError):
+        state = getattr(orig, "sqlstate", None)
+        # No SQLSTATE: the client library failed (refused, reset, timed out) before a server
+        # could answer.
+        return state is None or state.startswith(_PG_CONNECTION_STATES)
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    first_line = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+    return f"{type(orig).__name__}: {first_line}"[:300]
