@@ -270,14 +270,59 @@ def test_unresolvable_host_refused_at_check_but_result_at_post(
     assert result.error is not None and "DNS" in result.error
 
 
-def test_allow_private_permits_loopback_but_not_unspecified_or_multicast() -> None:
-    """allow_private opens loopback/private ranges but never 0.0.0.0, :: or multicast."""
-    assert check_url("http://127.0.0.1:9/", allow_private=True) == ["127.0.0.1"]
-    assert check_url("http://10.0.0.5/", allow_private=True) == ["10.0.0.5"]
-    for url in ("http://0.0.0.0/", "http://[::]/", "http://224.0.0.1/", "http://[ff02::1]/",
-                "http://[::ffff:0.0.0.0]/"):
+@pytest.mark.parametrize("url", [
+    "http://10.0.0.5/",
+    "http://172.16.3.4/",
+    "http://172.31.255.254/",
+    "http://192.168.1.1/",
+    "http://[fc00::1]/",
+    "http://[fd12:3456::7]/",
+    "http://[::ffff:10.0.0.1]/",
+])
+def test_allow_private_permits_rfc1918_and_ula(url: str) -> None:
+    """allow_private opens exactly RFC 1918 and IPv6 ULA targets (and their mapped forms)."""
+    assert check_url(url, allow_private=True)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/",
+    "http://127.5.6.7/",
+    "http://[::1]/",
+    "http://localhost/",
+    "http://169.254.169.254/latest/meta-data",
+    "http://169.254.1.1/",
+    "http://[fe80::1]/",
+    "http://[fd00:ec2::254]/",
+    "http://100.100.100.200/",
+    "http://100.64.0.1/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[2002:7f00:1::1]/",
+    "http://0.0.0.0/",
+    "http://[::]/",
+    "http://224.0.0.1/",
+    "http://[ff02::1]/",
+    "http://[::ffff:0.0.0.0]/",
+    "http://240.0.0.1/",
+    "http://192.0.0.1/",
+    "http://198.18.0.1/",
+])
+def test_allow_private_still_refuses_loopback_link_local_metadata_and_special(url: str) -> None:
+    """"Private" is RFC 1918/ULA only: loopback, link-local, metadata, shared, unspecified,
+    multicast and reserved targets (and their IPv6-embedded forms) stay refused."""
+    with pytest.raises(UnsafeTarget):
+        check_url(url, allow_private=True)
+
+
+def test_loopback_ports_for_tests_open_only_those_ports_on_plain_loopback() -> None:
+    """The test-only escape allows 127/8 and ::1 on the listed ports, nothing else."""
+    assert check_url("http://127.0.0.1:8080/", loopback_ports_for_tests={8080}) == ["127.0.0.1"]
+    assert check_url("http://[::1]:8080/", loopback_ports_for_tests={8080}) == ["::1"]
+    for url in ("http://127.0.0.1:8081/", "http://[::ffff:127.0.0.1]:8080/",
+                "http://169.254.169.254:8080/", "http://10.0.0.1:8080/"):
         with pytest.raises(UnsafeTarget):
-            check_url(url, allow_private=True)
+            check_url(url, loopback_ports_for_tests={8080})
 
 
 # -- sending ------------------------------------------------------------------------------------
@@ -300,7 +345,7 @@ def test_post_delivers_body_and_headers(serve) -> None:
     result = post(server.url + "/hook?x=1", body,
                   {"Content-Type": "application/json", "X-Signature": "abc",
                    "Host": "evil.example", "User-Agent": "spoof"},
-                  timeout=5, allow_private=True)
+                  timeout=5, loopback_ports_for_tests={server.port})
     assert result.ok and result.status == 200 and result.error is None
     assert result.body_excerpt == "thanks"
     assert result.duration_ms >= 0
@@ -317,7 +362,7 @@ def test_post_delivers_body_and_headers(serve) -> None:
 def test_empty_body_sends_content_length_zero(serve) -> None:
     """An empty body still carries Content-Length: 0."""
     server = serve()
-    assert post(server.url, b"", {}, timeout=5, allow_private=True).ok
+    assert post(server.url, b"", {}, timeout=5, loopback_ports_for_tests={server.port}).ok
     assert server.hits[0].headers["content-length"] == "0"
     assert server.hits[0].path == "/"
 
@@ -326,7 +371,8 @@ def test_redirect_not_followed(serve) -> None:
     """A 302 to a loopback target is reported as a failure and the target is never hit."""
     target = serve()
     redirector = serve(Reply(302, b"", {"Location": target.url + "/admin"}))
-    result = post(redirector.url + "/hook", b"{}", {}, timeout=5, allow_private=True)
+    result = post(redirector.url + "/hook", b"{}", {}, timeout=5,
+                  loopback_ports_for_tests={redirector.port, target.port})
     assert result.status == 302
     assert not result.ok
     assert result.error == "redirect not followed (302)"
@@ -337,7 +383,7 @@ def test_redirect_not_followed(serve) -> None:
 def test_server_error_is_not_ok(serve) -> None:
     """A 500 keeps its status, is not ok and carries an excerpt of the body."""
     server = serve(Reply(500, b"boom " * 200))
-    result = post(server.url, b"{}", {}, timeout=5, allow_private=True)
+    result = post(server.url, b"{}", {}, timeout=5, loopback_ports_for_tests={server.port})
     assert result.status == 500 and not result.ok
     assert result.error == "HTTP 500"
     assert result.body_excerpt.startswith("boom boom")
@@ -347,7 +393,7 @@ def test_server_error_is_not_ok(serve) -> None:
 def test_large_body_is_capped(serve) -> None:
     """A huge 2xx body still succeeds; the excerpt is at most 500 chars, invalid UTF-8 replaced."""
     server = serve(Reply(200, b"\xff" + b"a" * (1024 * 1024)))
-    result = post(server.url, b"{}", {}, timeout=5, allow_private=True)
+    result = post(server.url, b"{}", {}, timeout=5, loopback_ports_for_tests={server.port})
     assert result.ok
     assert len(result.body_excerpt) == 500
     assert result.body_excerpt.startswith("\ufffdaaa")
@@ -357,7 +403,8 @@ def test_hanging_server_times_out(raw_server) -> None:
     """A server that accepts and never answers yields 'timeout' after about `timeout`."""
     server = raw_server()
     start = time.monotonic()
-    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1, allow_private=True)
+    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1,
+                  loopback_ports_for_tests={server.port})
     elapsed = time.monotonic() - start
     assert server.accepted.is_set()
     assert result.status is None and not result.ok
@@ -369,7 +416,8 @@ def test_trickling_server_cut_off_by_deadline(raw_server) -> None:
     """A status line trickled one byte per 0.3 s cannot outlast the overall deadline."""
     server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", interval=0.3)
     start = time.monotonic()
-    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1, allow_private=True)
+    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1,
+                  loopback_ports_for_tests={server.port})
     elapsed = time.monotonic() - start
     assert result.status is None and result.error == "timeout"
     assert elapsed < 1 + 3
@@ -380,7 +428,8 @@ def test_trickling_body_keeps_status_and_stops_at_deadline(raw_server) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
     server = raw_server(b"x" * 100, interval=0.3, prefix=head)
     start = time.monotonic()
-    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1, allow_private=True)
+    result = post(f"http://127.0.0.1:{server.port}/", b"{}", {}, timeout=1,
+                  loopback_ports_for_tests={server.port})
     assert result.status == 200 and result.ok and result.error is None
     assert 0 < len(result.body_excerpt) < 100
     assert time.monotonic() - start < 1 + 3
@@ -391,7 +440,8 @@ def test_connection_refused() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
         port = sock.getsockname()[1]
-        result = post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=2, allow_private=True)
+        result = post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=2,
+                      loopback_ports_for_tests={port})
     assert result.status is None and not result.ok
     assert result.error == "connection refused"
 
@@ -401,17 +451,44 @@ def test_dns_pinned_to_first_resolution(serve, monkeypatch: pytest.MonkeyPatch) 
     server = serve()
     calls = fake_dns(monkeypatch, {"hook.example": [["127.0.0.1"], ["10.0.0.1"]]})
     result = post(f"http://hook.example:{server.port}/h", b"{}", {}, timeout=2,
-                  allow_private=True)
+                  loopback_ports_for_tests={server.port})
     assert result.ok, result.error
     assert calls == ["hook.example"]
     [hit] = server.hits
     assert hit.headers["host"] == f"hook.example:{server.port}"
 
 
+def test_post_refuses_host_when_any_address_forbidden(serve, monkeypatch) -> None:
+    """At connect time one forbidden answer (10.0.0.1 beside an allowed one) refuses the host
+    and the allowed address is never contacted."""
+    server = serve()
+    calls = fake_dns(monkeypatch, {"hook.example": [["127.0.0.1", "10.0.0.1"]]})
+    with pytest.raises(UnsafeTarget, match="hook.example resolves to 10.0.0.1"):
+        post(f"http://hook.example:{server.port}/h", b"{}", {}, timeout=2,
+             loopback_ports_for_tests={server.port})
+    assert calls == ["hook.example"]
+    assert server.hits == []
+
+
+def test_post_falls_back_to_next_checked_address(serve, monkeypatch) -> None:
+    """When the first (allowed) address refuses the connection, the next checked one is used,
+    still from the one lookup."""
+    server = serve()
+    calls = fake_dns(monkeypatch, {"hook.example": [["127.0.0.2", "127.0.0.1"]]})
+    with socket.socket() as closed:  # 127.0.0.2 on a port nobody listens on
+        closed.bind(("127.0.0.2", server.port))
+        result = post(f"http://hook.example:{server.port}/h", b"{}", {}, timeout=2,
+                      loopback_ports_for_tests={server.port})
+    assert result.ok, result.error
+    assert calls == ["hook.example"]
+    assert len(server.hits) == 1
+
+
 def test_https_to_plain_http_server_is_tls_error(serve) -> None:
     """Speaking TLS to a plain HTTP server fails as a result, not an exception."""
     server = serve()
-    result = post(f"https://127.0.0.1:{server.port}/", b"{}", {}, timeout=2, allow_private=True)
+    result = post(f"https://127.0.0.1:{server.port}/", b"{}", {}, timeout=2,
+                  loopback_ports_for_tests={server.port})
     assert result.status is None and not result.ok
     assert result.error is not None and result.error.startswith("TLS")
 
@@ -449,7 +526,7 @@ def test_https_pinned_with_sni_and_verification(serve, cert, monkeypatch) -> Non
     client_ctx = ssl.create_default_context(cafile=str(cert[0]))
     monkeypatch.setattr(safehttp, "_tls_context", lambda: client_ctx)
     result = post(f"https://hook.example:{server.port}/h", b"{}", {}, timeout=5,
-                  allow_private=True)
+                  loopback_ports_for_tests={server.port})
     assert result.ok, result.error
     assert result.body_excerpt == "tls ok"
     assert seen_sni == ["hook.example"]
@@ -461,7 +538,7 @@ def test_https_untrusted_certificate_fails(serve, cert, monkeypatch) -> None:
     server = serve(tls=_tls_server_context(cert, []))
     fake_dns(monkeypatch, {"hook.example": [["127.0.0.1"]]})
     result = post(f"https://hook.example:{server.port}/h", b"{}", {}, timeout=5,
-                  allow_private=True)
+                  loopback_ports_for_tests={server.port})
     assert result.status is None and not result.ok
     assert result.error is not None and "certificate verify failed" in result.error
     assert server.hits == []
@@ -474,7 +551,7 @@ def test_https_wrong_hostname_fails(serve, cert, monkeypatch) -> None:
     client_ctx = ssl.create_default_context(cafile=str(cert[0]))
     monkeypatch.setattr(safehttp, "_tls_context", lambda: client_ctx)
     result = post(f"https://other.example:{server.port}/h", b"{}", {}, timeout=5,
-                  allow_private=True)
+                  loopback_ports_for_tests={server.port})
     assert result.status is None
     assert result.error is not None and "TLS" in result.error
     assert server.hits == []

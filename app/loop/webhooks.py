@@ -5,6 +5,11 @@ Signature (https://www.standardwebhooks.com): `webhook-signature: v1,<base64 HMA
 "{webhook-id}.{webhook-timestamp}.{body}" keyed with the base64-decoded secret>`. The
 `webhook-id` is the delivery's, the same on every retry and manual redelivery, so receivers can
 deduplicate.
+
+Targets follow `safehttp`'s address policy; a site's `webhooks_allow_private` opens RFC 1918 and
+IPv6 ULA addresses only. Tests reach their receiver on 127.0.0.1 through the test-only setting
+WEBHOOK_LOOPBACK_PORTS_FOR_TESTS (a list of ports), honoured only when the app is TESTING and
+never set by any shipped configuration.
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
+def _reach(site: Site) -> dict[str, Any]:
+    """The address policy for this site's targets (keyword arguments of safehttp)."""
+    ports = current_app.config.get("WEBHOOK_LOOPBACK_PORTS_FOR_TESTS") or ()
+    return {"allow_private": bool(site.webhooks_allow_private),
+            "loopback_ports_for_tests": frozenset(ports) if current_app.testing else frozenset()}
+
+
 def create_endpoint(site: Site, url: str, events: list[str], team_id: int | None = None,
                     description: str | None = None) -> WebhookEndpoint:
     """Save an endpoint after checking its URL and event filter."""
@@ -48,7 +60,7 @@ def create_endpoint(site: Site, url: str, events: list[str], team_id: int | None
     if len(url) > 2000:
         raise EndpointError("URL longer than 2000 characters")
     try:
-        safehttp.check_url(url, allow_private=site.webhooks_allow_private)
+        safehttp.check_url(url, **_reach(site))
     except safehttp.UnsafeTarget as exc:
         raise EndpointError(f"URL refused: {exc}") from None
     endpoint = WebhookEndpoint(site_id=site.id, url=url, events=sorted(set(events)),
@@ -90,8 +102,7 @@ def attempt(delivery: WebhookDelivery, site: Site) -> safehttp.HttpResult:
     }
     try:
         result = safehttp.post(endpoint.url, delivery.payload.encode(), headers,
-                               timeout=float(cfg["WEBHOOK_TIMEOUT"]),
-                               allow_private=site.webhooks_allow_private)
+                               timeout=float(cfg["WEBHOOK_TIMEOUT"]), **_reach(site))
     except safehttp.UnsafeTarget as exc:
         result = safehttp.HttpResult(status=None, error=f"refused: {exc}", duration_ms=0,
                                      body_excerpt="")
