@@ -3,18 +3,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint widget translations clean
+.PHONY: run test lint lock widget translations clean
 
-# (Re)install whenever pyproject.toml changes; the stamp makes repeat runs instant.
-$(STAMP): pyproject.toml
+# (Re)install from the lock whenever it or pyproject.toml changes; the stamp makes repeat runs
+# instant. Every package comes from the lock at its exact version and hash; the app itself is
+# installed editable on top, without dependencies.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Development server: its settings (console mail, the demo shop, a random SECRET_KEY) and its
+# SQLite database live in instance/dev/, which only commands given CLOSELOOP_INSTANCE_PATH
+# load; links in emails point at this HOST and PORT. Without REDIS_URL jobs run in-process.
+run: export CLOSELOOP_INSTANCE_PATH ?= $(CURDIR)/instance/dev
+run: export CLOSELOOP_PUBLIC_BASE_URL = http://$(HOST):$(PORT)
 run: $(STAMP)
 	$(BIN)/python -m app.devconfig
 	$(BIN)/flask --app app db upgrade
@@ -26,6 +34,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench widget
+	$(BIN)/mypy
+
+# Re-resolve the lock after changing dependencies in pyproject.toml (newest allowed versions,
+# hashes for every platform); commit both files.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra dev --universal \
+	    --python-version 3.11 --generate-hashes --quiet -o $(LOCK)
 
 # Rebuild the minified widget served at /widget.js (a test fails when it is stale).
 widget: $(STAMP)
@@ -39,4 +54,4 @@ translations: $(STAMP)
 	$(BIN)/pybabel compile -d app/translations
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache
