@@ -72,7 +72,9 @@ def test_whole_path_each_database(make_app, db_kind, redis_url):
             hours = {"detractor": 24, "negative": 24, "passive": 48, "neutral": 48}.get(
                 r.segment, 168)
             assert c.followup_due_at == r.created_at + timedelta(hours=hours)
-            expected = "critical" if r.segment in ("detractor", "negative") else "routine"
+            lowest = r.rating <= 2 if r.scale == "nps" else r.rating == 1
+            expected = ("routine" if r.segment not in ("detractor", "negative")
+                        else "critical" if lowest else "high")  # only the lowest page
             assert c.priority == expected, (r.segment, c.priority)
         email_case = cases[email.id]
         assert email_case.team == "logistics"  # the delivery moment's owner

@@ -263,19 +263,50 @@ def test_defaults_detractor_with_refund_at_checkout(shop):
     r = answer(1, "negative", "Broken on arrival, I want a refund", site_id=shop.id)
     route = routing.decide(r, moment_of(shop, "checkout"), shop)
     assert (route.priority, route.team, route.notify) == ("critical", "support", True)
-    assert route.tags == ["critical-words"]
-    assert route.matched == ["Critical words raise priority", "Negative answers are critical",
+    assert route.tags == ["critical-words", "lowest-rating"]
+    assert route.matched == ["Critical words raise priority",
+                             "Lowest CSAT and emoji rating (1) is critical", OTHER_NEGATIVE,
                              "Detractors to support"]
     assert route.followup_due_at == T0 + timedelta(hours=24)
 
 
+OTHER_NEGATIVE = ("Other negative answers (NPS 3-6, CSAT/emoji 2, thumbs down): high, "
+                  "24 h follow-up, no alert")
+
+
 def test_defaults_nps_detractor_at_delivery(shop):
-    """An NPS detractor after delivery is critical and owned by logistics."""
+    """An NPS 3 after delivery is high priority for logistics with the 24 h follow-up, but
+    pages nobody: only critical words and the lowest ratings alert."""
     r = answer(3, "detractor", "meh", scale="nps", site_id=shop.id)
     route = routing.decide(r, moment_of(shop, "delivery"), shop)
-    assert (route.priority, route.team, route.notify) == ("critical", "logistics", True)
+    assert (route.priority, route.team, route.notify) == ("high", "logistics", False)
     assert route.tags == ["delivery"]
-    assert route.matched == ["Negative answers are critical", "Delivery complaints to logistics"]
+    assert route.matched == [OTHER_NEGATIVE, "Delivery complaints to logistics"]
+    assert route.followup_due_at == T0 + timedelta(hours=24)
+
+
+@pytest.mark.parametrize(("scale", "moment", "rating", "priority", "notify"), [
+    ("nps", "delivery", 0, "critical", True), ("nps", "delivery", 1, "critical", True),
+    ("nps", "delivery", 2, "critical", True), ("nps", "delivery", 3, "high", False),
+    ("nps", "delivery", 6, "high", False), ("nps", "delivery", 7, "routine", False),
+    ("csat", "checkout", 1, "critical", True), ("csat", "checkout", 2, "high", False),
+    ("csat", "checkout", 3, "routine", False), ("emoji", "kiosk", 1, "critical", True),
+    ("emoji", "kiosk", 2, "high", False), ("thumbs", "product_page", 0, "high", False),
+    ("thumbs", "product_page", 1, "routine", False),
+])
+def test_defaults_page_only_for_the_lowest_ratings(shop, scale, moment, rating, priority,
+                                                   notify):
+    """Without critical words the defaults page only for NPS 0-2 and CSAT/emoji 1; other
+    negatives (thumbs down included) are high priority with the 24 h follow-up, no alert."""
+    from app.responses import FAMILY, SCALES
+
+    segment = SCALES[scale].segment(rating)
+    r = answer(rating, segment, "no opinion words here", scale=scale, site_id=shop.id)
+    route = routing.decide(r, moment_of(shop, moment), shop)
+    assert (route.priority, route.notify) == (priority, notify)
+    assert ("lowest-rating" in route.tags) is notify
+    hours = {"negative": 24, "neutral": 48, "positive": 168}[FAMILY[segment]]
+    assert route.followup_due_at == T0 + timedelta(hours=hours)
 
 
 @pytest.mark.parametrize(("scale", "rating", "segment"), [("nps", 8, "passive"),
@@ -419,18 +450,19 @@ def test_rules_json_export_edit_import_roundtrip(app, runner, tmp_path):
     assert exported == validate_all(DEFAULT_RULES)
 
     edited = [VIP, *exported]
-    edited[5]["enabled"] = False  # "Price to sales"
+    price = next(i for i, r in enumerate(edited) if r["name"] == "Price to sales")
+    edited[price]["enabled"] = False
     path = tmp_path / "rules.json"
     path.write_text(json.dumps(edited), encoding="utf-8")  # a bare list imports too
     out = invoke(runner, "rules", "import", site.public_key, str(path))
     assert out.exit_code == 0, out.output
-    assert "imported 7 rule(s)" in out.stdout and "warning" not in out.output
+    assert f"imported {len(edited)} rule(s)" in out.stdout and "warning" not in out.output
 
     again = invoke(runner, "rules", "export", site.public_key, "--format", "json")
     assert rules_mod.parse(again.stdout, "json")["rules"] == validate_all(edited)
     with app.app_context():
         stored = rules_mod.for_site(site.id)
-    assert stored[0]["name"] == "TV buyers first" and stored[5]["enabled"] is False
+    assert stored[0]["name"] == "TV buyers first" and stored[price]["enabled"] is False
 
 
 def test_rules_yaml_roundtrip(app, runner, tmp_path):

@@ -54,12 +54,25 @@ DELIVERY_TERMS = ["deliver", "courier", "shipping", "shipment", "parcel", "packa
 PRICE_TERMS = ["price", "pricing", "expensive", "discount", "coupon", "fiyat", "pahalı",
                "цена", "дорого", "hind", "kallis"]
 
+# Page only for what matters: critical words and the lowest ratings alert the team at once;
+# every other negative answer gets the 24 h follow-up (by segment) and SLA reminders, no page.
+# A thumbs down ("Did you find what you were looking for?") is not a lowest rating.
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "Critical words raise priority", "conditions": {"keywords": CRITICAL_TERMS},
      "actions": {"priority": "critical", "notify": True, "tags": ["critical-words"]},
      "continue": True},
-    {"name": "Negative answers are critical", "conditions": {"segment": ["negative"]},
-     "actions": {"priority": "critical", "notify": True}, "continue": True},
+    {"name": "Lowest NPS ratings (0-2) are critical",
+     "conditions": {"segment": ["detractor"], "rating": {"max": 2}},
+     "actions": {"priority": "critical", "notify": True, "tags": ["lowest-rating"]},
+     "continue": True},
+    {"name": "Lowest CSAT and emoji rating (1) is critical",
+     "conditions": {"segment": ["negative"], "rating": {"min": 1, "max": 1}},
+     "actions": {"priority": "critical", "notify": True, "tags": ["lowest-rating"]},
+     "continue": True},
+    {"name": "Other negative answers (NPS 3-6, CSAT/emoji 2, thumbs down): high, "
+             "24 h follow-up, no alert",
+     "conditions": {"segment": ["negative"]}, "actions": {"priority": "high"},
+     "continue": True},
     {"name": "Delivery complaints to logistics",
      "conditions": {"moment": ["delivery"], "segment": ["negative", "neutral"]},
      "actions": {"team": "logistics", "tags": ["delivery"]}},
