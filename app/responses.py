@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
+from flask import current_app
 from sqlalchemy import Executable, Integer, Text, bindparam, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -87,12 +88,29 @@ def clean_comment(text: str | None, limit: int) -> str | None:
     return text or None
 
 
-def record(prompt: Prompt, rating: int, comment: str | None) -> tuple[Response, bool]:
-    """Store an answer once per submission id; returns (response, created).
+# What became of a comment sent for an answer that already exists (see _amend).
+ADDED = "added"  # stored (appended), the answer is routed again
+UNCHANGED = "unchanged"  # nothing new: no comment sent, or this very comment is there (a retry)
+CLOSED = "closed"  # the team has started on the case: the answer no longer changes
+FULL = "full"  # the comments together would pass COMMENT_TOTAL_PARTS x COMMENT_MAX_CHARS
+COMMENT_TOTAL_PARTS = 4
+COMMENT_SEPARATOR = "\n\n"
 
-    A second submission for the same prompt returns the first response, amending it only when
-    it adds what the first lacked (a one-click rating from an email, then the comment) while the
-    case is still untouched; the amended response is routed again.
+
+class Recorded(NamedTuple):
+    """The answer stored for a prompt; `amended` says what became of a repeat's comment."""
+
+    response: Response
+    created: bool
+    amended: str | None = None
+
+
+def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
+    """Store an answer once per submission id; returns (response, created, amended).
+
+    A second submission for the same prompt returns the first response. Its comment, if any,
+    is added while the case is still new (see _amend: appended, with the newer rating), and
+    the amended response is routed again; `amended` says whether that happened and if not, why.
     """
     scale = SCALES[prompt.moment.scale]
     if rating not in scale.values:
@@ -135,19 +153,27 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> tuple[Response, 
         )
         if existing is None:  # not our unique key: a real integrity fault
             raise
-        if _amend(existing, rating, comment, scale):
+        amended = _amend(existing, rating, comment, scale)
+        if amended == ADDED:
             queue.dispatch(ROUTE_TOPIC, existing.id)
-        return existing, False
+        return Recorded(existing, False, amended)
     queue.dispatch(ROUTE_TOPIC, rid)
-    return Response(id=rid, **values), True
+    return Recorded(Response(id=rid, **values), True)
 
 
-def add_comment(existing: Response, comment: str) -> bool:
-    """Add a comment to an answer that has none (thank-you page), then route it again."""
-    if _amend(existing, existing.rating, comment, SCALES[existing.scale]):
+def add_comment(existing: Response, comment: str) -> str:
+    """Add a comment to an answer (thank-you page) as _amend does; returns ADDED, UNCHANGED,
+    CLOSED or FULL, and routes the answer again when ADDED."""
+    amended = _amend(existing, existing.rating, comment, SCALES[existing.scale])
+    if amended == ADDED:
         queue.dispatch(ROUTE_TOPIC, existing.id)
-        return True
-    return False
+    return amended
+
+
+def can_amend(response_id: int) -> bool:
+    """Whether comments may still be added to this answer: its case is still new."""
+    status = db.session.scalar(select(Case.status).where(Case.response_id == response_id))
+    return status == "new"
 
 
 _ANSWER_COLUMNS = ("public_id", "site_id", "moment_id", "submission_id", "scale", "rating",
@@ -214,15 +240,32 @@ def _insert_answer(values: dict[str, Any], skus: tuple[str, ...]) -> int:
     return rid
 
 
-def _amend(existing: Response, rating: int, comment: str | None, scale: Scale) -> bool:
-    """Add a comment to (and re-rate) an answer whose case nobody has touched yet."""
-    if not comment or existing.comment:
-        return False
+def _amend(existing: Response, rating: int, comment: str | None, scale: Scale) -> str:
+    """Add a comment to (and re-rate) an answer whose case nobody has touched yet.
+
+    A later comment is APPENDED to an earlier one (a blank line between), not replacing it:
+    the first words may already be in the team's alert, and the customer who comes back to
+    add something ("and the box was wet") means "as well", not "instead". The rating sent with
+    it becomes the answer's rating. Re-sending a comment that is already there (a retry or
+    double click) changes nothing. Once the case is acknowledged or further, the answer is
+    what the team works from and stays as it is (CLOSED); the total is capped (FULL).
+    """
+    if not comment:
+        return UNCHANGED
     case = db.session.scalar(select(Case).where(Case.response_id == existing.id).with_for_update())
     if case is None or case.status != "new":
         db.session.rollback()
-        return False
-    existing.comment = comment
+        return CLOSED
+    db.session.refresh(existing)  # the comment as of the lock, not as first read
+    current = existing.comment
+    if current and (current == comment or current.endswith(COMMENT_SEPARATOR + comment)):
+        db.session.rollback()
+        return UNCHANGED
+    combined = current + COMMENT_SEPARATOR + comment if current else comment
+    if len(combined) > COMMENT_TOTAL_PARTS * current_app.config["COMMENT_MAX_CHARS"]:
+        db.session.rollback()
+        return FULL
+    existing.comment = combined
     existing.rating = rating
     existing.segment = scale.segment(rating)
     db.session.execute(
@@ -232,4 +275,4 @@ def _amend(existing: Response, rating: int, comment: str | None, scale: Scale) -
                 created_at=utcnow())
     )
     db.session.commit()
-    return True
+    return ADDED

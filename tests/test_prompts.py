@@ -80,19 +80,23 @@ def test_inactive_or_unknown_moment(app, client, site):
 
 
 def test_one_click_then_comment(app, client, site):
-    """An email star link records the rating at once; the comment that follows amends the
-    same response, and routing re-runs (now critical: 'refund')."""
+    """An email star link shows the rating chosen and stores nothing (scanners open links);
+    its POST records it once, and the comment that follows amends the same response, and
+    routing re-runs (now critical: 'refund')."""
     token = verified_token(site, moment="checkout", customer="c-1", n="email-link-0001")
     page = client.get(f"/p/{token}?rating=4")
-    assert page.status_code == 200 and "your rating is saved" in page.get_data(as_text=True)
+    assert page.status_code == 200 and "Send my rating" in page.get_data(as_text=True)
     assert 'value="4" checked' in page.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Response)) == 0
+    location = client.post(f"/p/{token}", data={"rating": "4"}).headers["Location"]
     # A second click (or a mail scanner) does not create another response.
-    assert client.get(f"/p/{token}?rating=5").status_code == 200
+    assert client.post(f"/p/{token}", data={"rating": "5"}).status_code == 303
     with app.app_context():
         r = db.session.scalars(select(Response)).one()
         assert (r.rating, r.comment) == (4, None)
         assert db.session.scalar(select(Case.priority)) == "routine"
-    resp = client.post(f"/p/{token}", data={"rating": "4", "comment": "I want a refund"})
+    resp = client.post(location, data={"comment": "I want a refund"})
     assert resp.status_code == 303
     with app.app_context():
         r = db.session.scalars(select(Response)).one()
@@ -111,7 +115,8 @@ def test_one_click_bad_rating(app, client, site):
 
 
 def test_thank_you_comment(app, client, site):
-    """The thank-you page offers one comment while there is none; then stops offering."""
+    """The thank-you page offers one comment while there is none, then stops offering; a
+    second comment POSTed anyway is added after the first (the case is still new)."""
     token = verified_token(site, moment="delivery", n="thanks-cmt-0001")
     location = client.post(f"/p/{token}", data={"rating": "7"}).headers["Location"]
     page = client.get(location).get_data(as_text=True)
@@ -121,9 +126,10 @@ def test_thank_you_comment(app, client, site):
     assert client.post(location, data={"comment": "Faster shipping"}).status_code == 303
     page = client.get(location).get_data(as_text=True)
     assert "<textarea" not in page and "We have your comment" in page
-    client.post(location, data={"comment": "overwrite attempt"})
+    assert client.post(location, data={"comment": "And a tracking link"}).status_code == 303
     with app.app_context():
-        assert db.session.scalar(select(Response.comment)) == "Faster shipping"
+        assert db.session.scalar(select(Response.comment)) == (
+            "Faster shipping\n\nAnd a tracking link")
 
 
 def test_site_cache_expires(app, client, site, monkeypatch):

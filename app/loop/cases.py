@@ -137,27 +137,45 @@ def _effects(case: Case, response: Response, moment: Moment, site: Site,
     return out
 
 
-def customer_verdict(token: str) -> tuple[str, Case | None]:
-    """Apply a verification link: "verified", "reopened", "already" or "stale" (a newer
-    resolution exists); raises signing.TokenInvalid for forged or expired links."""
+def _verdict_link(token: str) -> tuple[int, int, str]:
+    """Check a verification link's signature and shape: (case id, cycle, "yes" | "no");
+    raises signing.TokenInvalid (or TokenExpired) otherwise."""
     data = signing.loads(signing.app_keys(), signing.VERIFY_LINK, token,
                          current_app.config["VERIFY_LINK_MAX_AGE"])
     if not isinstance(data, dict) or data.get("a") not in ("yes", "no") or not all(
         isinstance(data.get(k), int) and not isinstance(data.get(k), bool) for k in ("c", "n")
     ):
         raise signing.TokenInvalid("malformed verification link")
-    loaded = load(data["c"])
-    if loaded is None:
+    return data["c"], data["n"], data["a"]
+
+
+def _verdict_state(case: Case | None, cycle: int) -> str:
+    if case is None or case.cycle != cycle:
+        return "stale"
+    return "pending" if case.status == "resolved" else "already"
+
+
+def peek_verdict(token: str) -> tuple[str, str, Case | None]:
+    """What a verification link WOULD do, for the GET page: (state, answer, case) with state
+    "pending" (awaiting this customer's answer), "already" or "stale". Reads only: a mail
+    scanner opening the link changes nothing (DESIGN rule 13). Raises like customer_verdict."""
+    case_id, cycle, answer = _verdict_link(token)
+    case = db.session.get(Case, case_id)
+    return _verdict_state(case, cycle), answer, case
+
+
+def customer_verdict(token: str) -> tuple[str, Case | None]:
+    """Apply a verification link (its POST): "verified", "reopened", "already" (this or the
+    other answer is recorded, e.g. a second POST) or "stale" (a newer resolution exists);
+    raises signing.TokenInvalid for forged or expired links."""
+    case_id, cycle, answer = _verdict_link(token)
+    loaded = load(case_id)
+    state = _verdict_state(loaded.case if loaded else None, cycle)
+    if state != "pending":
         db.session.rollback()
-        return "stale", None
-    case = loaded.case
-    if case.cycle != data["n"]:
-        db.session.rollback()
-        return "stale", case
-    if case.status != "resolved":
-        db.session.rollback()
-        return "already", case
-    db.session.rollback()
-    to = "verified" if data["a"] == "yes" else "reopened"
+        return state, loaded.case if loaded else None
+    # Still holding the row lock: transition() re-reads the same locked row, so a concurrent
+    # "yes" and "no" cannot both apply (verified → reopened is otherwise allowed).
+    to = "verified" if answer == "yes" else "reopened"
     note = None if to == "verified" else "The customer says it is not resolved."
-    return to, transition(case.id, to, "customer", note)
+    return to, transition(case_id, to, "customer", note)
