@@ -86,6 +86,25 @@ def _finish_config(app: Flask) -> None:
             "SECRET_KEY is not set. Put it in instance/config.py or the SECRET_KEY environment "
             "variable (`make run` writes a development one for you)."
         )
+    from .security import check_public_base_url, trusted_hosts
+
+    base = cfg.get("PUBLIC_BASE_URL") or ""
+    if base:
+        try:
+            cfg["PUBLIC_BASE_URL"] = base = check_public_base_url(base)
+        except ValueError as exc:
+            raise RuntimeError(str(exc)) from None
+    elif cfg.get("ENV_NAME") != "development" and not cfg.get("TESTING"):
+        # Links in emails and the prompt URLs handed to the widget are absolute: built from the
+        # request's Host they could point anywhere a forged header says, and from a default
+        # they point at nobody's server.
+        raise RuntimeError(
+            "PUBLIC_BASE_URL is not set. Set it to this service's public address, e.g. "
+            "CLOSELOOP_PUBLIC_BASE_URL=https://feedback.example.com (or PUBLIC_BASE_URL in "
+            "instance/config.py): every link in emails and prompts is built from it, and "
+            "requests for other hosts are refused (TRUSTED_HOSTS)."
+        )
+    cfg["TRUSTED_HOSTS"] = trusted_hosts(cfg.get("TRUSTED_HOSTS"), base)
     uri: str = cfg["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") and ":memory:" not in uri:
         os.makedirs(app.instance_path, exist_ok=True)

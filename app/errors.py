@@ -10,8 +10,9 @@ import sqlite3
 import time
 
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from flask.globals import request_ctx
 from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from . import logs
 from .extensions import limiter
@@ -46,6 +47,8 @@ def error_response(status: int, message: str | None = None, code: str | None = N
     if wants_json():
         body = {"error": code or str(status), "message": message}
         resp = jsonify({**body, "request_id": rid} if rid else body)
+    elif request_ctx.url_adapter is None:  # an untrusted Host: no URL can be built for a page
+        resp = make_response(message, {"Content-Type": "text/plain; charset=utf-8"})
     else:
         resp = make_response(render_template("error.html", status=status, message=message,
                                              request_id=rid))
@@ -72,6 +75,8 @@ def init_app(app: Flask) -> None:
         status = exc.code or 500
         # Our own 400s carry a customer-safe description; others get the stock sentence.
         message = exc.description if status == 400 else None
+        if isinstance(exc, SecurityError):  # Host not in TRUSTED_HOSTS: do not echo it back
+            message = "This service does not answer to that host name."
         resp = error_response(status, message, code=exc.name.lower().replace(" ", "_"))
         original = exc.get_response().headers
         for key in ("Retry-After", "Allow"):

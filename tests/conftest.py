@@ -47,6 +47,7 @@ def base_config(**overrides: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key",
+        "PUBLIC_BASE_URL": "http://localhost",  # the test client's host; links are built on it
         "JOBS_DISPATCH_ASYNC": False,
         "RATELIMIT_STORAGE_URI": "memory://",
         "DEMO_ENABLED": True,

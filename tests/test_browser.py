@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from app.extensions import db
 from app.models import Impression, Response
 
-from .conftest import make_site, need, verified_token
+from .conftest import free_port, make_site, need, verified_token
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
@@ -51,8 +51,9 @@ def _serve(server) -> Iterator[str]:
 @pytest.fixture
 def live(make_app):
     """Closeloop on 127.0.0.1 (SQLite, jobs run after commit)."""
-    app = make_app()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    port = free_port()  # links are built on PUBLIC_BASE_URL, and other hosts are refused
+    app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+    server = make_server("127.0.0.1", port, app, threaded=True)
     for url in _serve(server):
         yield app, url
 

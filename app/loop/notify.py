@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import current_app, has_request_context, url_for
+from flask import current_app
 from sqlalchemy import select
 
 from .. import queue
@@ -29,6 +29,7 @@ from ..models import (
     WebhookDelivery,
     utcnow,
 )
+from ..security import public_url
 from . import mail, webhooks
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,8 @@ def _outbox(topic: str, ref_id: int, now: datetime) -> None:
 
 
 def external_url(endpoint: str, **values: Any) -> str:
-    """An absolute URL for emails: from PUBLIC_BASE_URL in jobs and the CLI (no request)."""
-    if has_request_context() and not current_app.config.get("PUBLIC_BASE_URL"):
-        return url_for(endpoint, _external=True, **values)
-    base = current_app.config.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
-    with current_app.test_request_context(base_url=base):
-        return url_for(endpoint, _external=True, **values)
+    """An absolute URL for emails, under PUBLIC_BASE_URL (never the request's Host)."""
+    return public_url(endpoint, **values)
 
 
 def case_url(case_id: int) -> str:
