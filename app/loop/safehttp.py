@@ -160,9 +160,10 @@ def _resolve(host: str, port: int) -> list[tuple[int, tuple]]:
     seen: set[str] = set()
     out: list[tuple[int, tuple]] = []
     for family, _type, _proto, _canon, sockaddr in infos:
-        if family not in (socket.AF_INET, socket.AF_INET6) or sockaddr[0] in seen:
+        ip = str(sockaddr[0])
+        if family not in (socket.AF_INET, socket.AF_INET6) or ip in seen:
             continue
-        seen.add(sockaddr[0])
+        seen.add(ip)
         out.append((family, sockaddr))
     if not out:
         raise socket.gaierror(socket.EAI_NONAME, "no IPv4/IPv6 address")
