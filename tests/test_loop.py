@@ -173,9 +173,14 @@ def test_resolution_message_and_verification_links(make_app, smtp_server, receiv
     old_yes = text.split("Yes, it is resolved: ")[1].split()[0].replace(
         "http://localhost", "")
 
-    page = client.get(no_link)
+    page = client.get(no_link)  # opening the link (or a mail scanner) only asks to confirm
+    assert page.status_code == 200 and "No, it is not resolved" in page.get_data(as_text=True)
+    with app.app_context():
+        assert fresh(Case, case_id).status == "resolved"
+    page = client.post(no_link)
     assert page.status_code == 200 and "reopened" in page.get_data(as_text=True)
-    assert client.get(no_link).status_code == 200  # a second click changes nothing
+    again_page = client.post(no_link)  # a second click changes nothing
+    assert "already have your answer" in again_page.get_data(as_text=True)
     with app.app_context():
         assert fresh(Case, case_id).status == "reopened"
         cases.transition(case_id, "resolved", "agent@shop.example", resolution="Refunded")
@@ -185,8 +190,8 @@ def test_resolution_message_and_verification_links(make_app, smtp_server, receiv
     yes_link = text2.split("Yes, it is resolved: ")[1].split()[0].replace(
         "http://localhost", "")
     assert "out of date" in client.get(old_yes).get_data(as_text=True)
-    assert client.get(yes_link).status_code == 200
-    assert client.get(yes_link[:-3] + "abc").status_code == 400  # forged signature
+    assert client.post(yes_link).status_code == 200
+    assert client.post(yes_link[:-3] + "abc").status_code == 400  # forged signature
     with app.app_context():
         c = fresh(Case, case_id)
         assert c.status == "verified" and c.verified_at is not None and c.cycle == 2
@@ -359,7 +364,8 @@ def test_customer_emails_in_the_customers_language(make_app, smtp_server, locale
 
 
 def test_verification_page_in_the_customers_language(make_app, smtp_server):
-    """The page a verification link opens speaks the customer's language."""
+    """The pages a verification link opens (the question, then the answer) speak the
+    customer's language."""
     port, box = smtp_server
     app = make_app("sqlite", **_mail_config(port))
     site = make_site(app)
@@ -371,7 +377,11 @@ def test_verification_page_in_the_customers_language(make_app, smtp_server):
                          resolution="Refunded")
     (mail,) = [m for m in box.to(CUSTOMER) if m["Subject"].startswith("Kas mure")]
     link = mail.get_body(("plain",)).get_content().split("Jah, lahendatud: ")[1].split()[0]
-    page = client.get(link.replace("http://localhost", "")).get_data(as_text=True)
+    path = link.replace("http://localhost", "")
+    page = client.get(path).get_data(as_text=True)
+    assert 'lang="et"' in page and "Kas mure on lahendatud?" in page
+    assert "Jah, lahendatud</button>" in page
+    page = client.post(path).get_data(as_text=True)
     assert 'lang="et"' in page and "Aitäh kinnituse eest" in page
 
 

@@ -177,18 +177,34 @@ def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str
     return page.replace(_TOKEN_SLOT, token)
 
 
-@bp.get("/p/<token>")
+@bp.get("/p/<token>")  # and HEAD
 @limiter.exempt  # reads nothing but the token and cached rows; ?rating=N is limited below
 def prompt_page(token: str) -> Response | tuple[str, int] | str:
-    """The rating form (works with JS off); with ?rating=N a one-click rating from an email
-    or SMS is stored first, then the comment is offered."""
-    if "rating" in request.args:
-        return _prompt(token)  # stores an answer: rate limited like a POST
+    """The rating form (works with JS off). With ?rating=N, a one-click rating from an email
+    or SMS, the same form with that rating chosen and one button to send it (frame.js sends
+    it by itself): opening a link never stores anything, because mail scanners and link
+    previews open every link (DESIGN rule 13); only the POST does."""
     checked = _verify_or_error(token)
     if isinstance(checked, Response):
         return checked
     g.frame_ancestors = checked.site.allowed_origins
-    return _blank_prompt_page(checked, token, _parent_origin(checked.site))
+    parent = _parent_origin(checked.site)
+    if "rating" in request.args:
+        return _one_click_page(checked, token, parent)
+    return _blank_prompt_page(checked, token, parent)
+
+
+@limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
+def _one_click_page(p: prompts.Prompt, token: str, parent: str | None) -> tuple[str, int]:
+    """The prompt with the link's rating chosen, to be confirmed; 400 for a rating the
+    moment's scale does not have. Stores nothing."""
+    scale = SCALES[p.moment.scale]
+    form = PromptForm.for_scale(scale, current_app.config["COMMENT_MAX_CHARS"],
+                                MultiDict({"rating": request.args["rating"]}))
+    valid = form.validate()
+    page = render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
+                           parent=parent, confirm=valid)
+    return page, 200 if valid else 400
 
 
 @bp.post("/p/<token>")
@@ -200,7 +216,7 @@ def prompt(token: str) -> Response | tuple[str, int] | str:
 
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
 def _prompt(token: str) -> Response | tuple[str, int] | str:
-    """Answer a prompt: POST of the form or JSON, or GET ?rating=N."""
+    """Answer a prompt: POST of the form or JSON."""
     checked = _verify_or_error(token)
     if isinstance(checked, Response):
         return checked
@@ -209,13 +225,8 @@ def _prompt(token: str) -> Response | tuple[str, int] | str:
     cfg = current_app.config
     scale = SCALES[p.moment.scale]
     parent = _parent_origin(p.site)
-    as_json = request.method == "POST" and request.is_json
-    one_click = request.method == "GET"
-    if one_click:
-        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"],
-                                    MultiDict({"rating": request.args["rating"]}))
-    else:
-        form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
+    as_json = request.is_json
+    form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
 
     if form.website.data:  # honeypot: look successful, store nothing
         if as_json:
@@ -230,22 +241,17 @@ def _prompt(token: str) -> Response | tuple[str, int] | str:
             resp.status_code = 400
             return resp
         page = render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
-                               parent=parent, saved=None)
+                               parent=parent, confirm=False)
         return page, 400
     try:
-        answer, created = responses.record(
-            p, form.rating.data, None if one_click else form.comment.data
-        )
+        answer, created, amended = responses.record(p, form.rating.data, form.comment.data)
     except InvalidAnswer as exc:
         abort(400, str(exc))
 
     if not created and not _replay_allowed(token):
         raise TooManyRequests("This answer was already received.", retry_after=60)
-    if one_click:
-        # The rating is stored; offer the comment on the same prompt.
-        form.rating.data = answer.rating
-        return render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
-                               parent=parent, saved=answer)
+    if amended in _REFUSED:
+        return _comment_refused(answer, p.site, parent, amended, form.comment.data, as_json)
     thanks = url_for("embed.thanks", public_id=answer.public_id, o=parent)
     if as_json:
         resp = jsonify(id=answer.public_id, segment=answer.segment, created=created,
@@ -253,6 +259,31 @@ def _prompt(token: str) -> Response | tuple[str, int] | str:
         resp.status_code = 201 if created else 200
         return resp
     return redirect(thanks, 303)
+
+
+# Why a comment on an answer that already exists was not stored (responses._amend).
+_REFUSED = {
+    responses.CLOSED: "We could not add this comment: our team has already started working on "
+                      "your answer, so it can no longer be changed here.",
+    responses.FULL: "We could not add this comment: your answer already holds as much text as "
+                    "it can take.",
+    "disabled": "We could not add this comment: this question does not take comments.",
+}
+
+
+def _comment_refused(answer: Answer, site: Site, parent: str | None, reason: str,
+                     comment: str | None, as_json: bool) -> Response | tuple[str, int]:
+    """409 saying why the comment was not stored, with the text given back to copy."""
+    message = _REFUSED[reason]
+    if as_json:
+        resp = jsonify(error="comment_not_added", reason=reason, message=message,
+                       id=answer.public_id)
+        resp.status_code = 409
+        return resp
+    page = render_template("embed/thanks.html", r=answer, site=site, parent=parent,
+                           family=FAMILY[answer.segment], form=None, refused=message,
+                           unsaved=comment)
+    return page, 409
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,38 +308,55 @@ def _load_answer(public_id: str) -> tuple[Answer, Site, Moment]:
 @csrf.exempt  # the unguessable public id is the authority, as the token is for /p
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
 def thanks(public_id: str) -> Response | tuple[str, int] | str:
-    """Segment-specific thank-you; offers "anything to add?" while there is no comment."""
+    """Segment-specific thank-you; offers "anything to add?" while the answer has no comment
+    and its case is new. A comment POSTed here is stored as on the prompt (appended while the
+    case is new) or refused with the reason; never thanked for and dropped."""
     answer, site, moment = _load_answer(public_id)
     g.frame_ancestors = site.allowed_origins
-    cfg = current_app.config
+    limit = current_app.config["COMMENT_MAX_CHARS"]
     parent = _parent_origin(site)
-    can_add = moment.comment_enabled and not answer.comment
-    form = CommentForm.build(cfg["COMMENT_MAX_CHARS"]) if can_add else None
+    here = url_for("embed.thanks", public_id=public_id, o=parent)
+    can_add = moment.comment_enabled and not answer.comment and responses.can_amend(answer.id)
+    form = CommentForm.build(limit) if can_add else None
     status = 200
     if request.method == "POST":
-        if form is None:
-            return redirect(url_for("embed.thanks", public_id=public_id, o=parent), 303)
-        form = CommentForm.build(cfg["COMMENT_MAX_CHARS"], _form_data())
-        if form.validate() and form.comment.data and not form.website.data:
-            responses.add_comment(answer, form.comment.data)
-            return redirect(url_for("embed.thanks", public_id=public_id, o=parent), 303)
-        status = 400 if form.comment.errors else 200
+        posted = CommentForm.build(limit, _form_data())
+        if not posted.validate():
+            form, status = posted, 400
+        elif not posted.comment.data or posted.website.data:  # nothing to store
+            return redirect(here, 303)
+        else:
+            amended = (responses.add_comment(answer, posted.comment.data)
+                       if moment.comment_enabled else "disabled")
+            if amended in _REFUSED:
+                return _comment_refused(answer, site, parent, amended, posted.comment.data,
+                                        request.is_json)
+            return redirect(here, 303)
     family = FAMILY[answer.segment]
     page = render_template("embed/thanks.html", r=answer, site=site, parent=parent,
                            family=family, form=form)
     return page, status
 
 
-@bp.route("/v/<token>")
+@bp.route("/v/<token>", methods=["GET", "POST"])
+@csrf.exempt  # no cookie is involved: the signed link is the authority
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
 def verify(token: str) -> tuple[str, int]:
-    """One-click "resolved / not resolved" link from the verification email."""
-    from ..loop.cases import TransitionError, customer_verdict
+    """The "is it resolved?" link from a resolution or verification email. GET (and HEAD)
+    shows the answer the link carries with one button to confirm it, and changes nothing
+    (mail scanners open every link); the POST applies it once (frame.js posts by itself, so
+    one click in the email is enough), a second POST says the answer is already recorded."""
+    from ..loop.cases import TransitionError, customer_verdict, peek_verdict
     from ..loop.mail import babel_locale
     from ..signing import TokenExpired, TokenInvalid
 
+    answer = None
     try:
-        outcome, case = customer_verdict(token)
+        if request.method == "POST":
+            outcome, case = customer_verdict(token)
+        else:
+            state, answer, case = peek_verdict(token)
+            outcome = "confirm" if state == "pending" else state
     except TokenExpired:
         return render_template("embed/invalid.html", expired=True), 400
     except TokenInvalid:
@@ -320,5 +368,5 @@ def verify(token: str) -> tuple[str, int]:
               if case is not None else None) or "en"
     with force_locale(babel_locale(locale)):  # the language of the email they clicked in
         page = render_template("embed/verified.html", outcome=outcome, site=site,
-                               lang=locale)
+                               lang=locale, answer=answer, token=token)
     return page, 200
