@@ -440,14 +440,15 @@ def post(
     send_headers["Accept-Encoding"] = "identity"
 
     guard = _Guard(_Policy(allow_private, frozenset(loopback_ports_for_tests)), timeout)
-    pool_kw: dict[str, Any] = {"maxsize": 1, "retries": False, "guard": guard}
-    if target.scheme == "https":
-        pool: HTTPConnectionPool = _GuardedHTTPSPool(target.host, target.port,
-                                                     ssl_context=_tls_context(), **pool_kw)
-    else:
-        pool = _GuardedHTTPPool(target.host, target.port, **pool_kw)
+    pool: HTTPConnectionPool | None = None
     response = None
     try:
+        pool_kw: dict[str, Any] = {"maxsize": 1, "retries": False, "guard": guard}
+        if target.scheme == "https":
+            pool = _GuardedHTTPSPool(target.host, target.port, ssl_context=_tls_context(),
+                                     **pool_kw)
+        else:
+            pool = _GuardedHTTPPool(target.host, target.port, **pool_kw)
         try:
             response = pool.urlopen(
                 "POST", target.path, body=body, headers=send_headers, retries=False,
@@ -472,5 +473,6 @@ def post(
     finally:
         if response is not None:
             response.close()
-        pool.close()
+        if pool is not None:
+            pool.close()
         guard.close()
