@@ -15,7 +15,7 @@ from app.models import Case, CaseEvent, EmailMessage, Outbox, Response
 
 from .conftest import verified_token
 
-BASE = "http://127.0.0.1:5000"  # PUBLIC_BASE_URL: links in emails; the test client drops it
+BASE = "http://localhost"  # PUBLIC_BASE_URL (the test client's host): links in emails
 CUSTOMER = "customer@mail.example"
 
 
