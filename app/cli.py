@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import click
-from flask import Flask, current_app, url_for
+from flask import Flask, current_app
 from sqlalchemy import select
 
 from . import sites as site_ops
@@ -209,11 +209,12 @@ def register(app: Flask) -> None:
         for team in db.session.scalars(select(Team).where(Team.site_id == site.id)):
             team.members.append(user)  # so the demo's alerts and digests have a reader
         db.session.commit()
-        base = origins[0]
-        with current_app.test_request_context(base_url=base):
-            click.echo(f"demo shop:   {url_for('demo.index', _external=True)}")
-            click.echo(f"staff login: {url_for('admin.login', _external=True)}  "
-                       f"{email} / {password}")
+        # This service's own address (the demo pages are served here); paths from the URL map,
+        # so no request context (whose host TRUSTED_HOSTS might refuse) is needed.
+        base = (current_app.config.get("PUBLIC_BASE_URL") or origins[0]).rstrip("/")
+        paths = current_app.url_map.bind("localhost")
+        click.echo(f"demo shop:   {base}{paths.build('demo.index')}")
+        click.echo(f"staff login: {base}{paths.build('admin.login')}  {email} / {password}")
 
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")

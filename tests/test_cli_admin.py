@@ -194,6 +194,7 @@ def test_real_flask_command_fails_in_one_line(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "CLOSELOOP_"))}
     env.update(SECRET_KEY="cli-test", CLOSELOOP_INSTANCE_PATH=str(tmp_path),
+               CLOSELOOP_PUBLIC_BASE_URL="https://feedback.example",
                DATABASE_URL=f"sqlite:///{tmp_path}/cli.sqlite3",
                CLOSELOOP_STAFF_PASSWORD="a long enough password")
 
