@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import queue
+from . import jobs, loop
 from .config import Defaults, env_overrides
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
@@ -49,7 +49,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.jinja_env.globals.update(format_datetime=flask_babel.format_datetime,
                                  format_date=flask_babel.format_date,
                                  get_locale=flask_babel.get_locale)
-    queue.init_app(app)
+    jobs.init_app(app)
+    loop.init_app(app)
 
     from . import assets, errors, security
     from .admin import bp as admin_bp

@@ -1,10 +1,9 @@
-"""`flask` commands: sites, staff, demo, worker, cron, sweep."""
+"""`flask` commands: sites, staff, demo (the job commands live in app/jobs/cli.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import threading
 from typing import Any
 
 import click
@@ -110,6 +109,10 @@ def register(app: Flask) -> None:
         click.echo(f"public key:     {site.public_key}")
         click.echo(f"signing secret: {site.signing_secrets[-1]}   (keep it on your server)")
         click.echo(f"script tag:     {_snippet(site.public_key, _base_url())}")
+        from .loop.alerts import setup_notes
+
+        for line in setup_notes(site):  # which default teams still need an address
+            click.echo(line)
 
     @sites_group.command("rotate-secret")
     @click.argument("public_key")
@@ -215,58 +218,3 @@ def register(app: Flask) -> None:
         paths = current_app.url_map.bind("localhost")
         click.echo(f"demo shop:   {base}{paths.build('demo.index')}")
         click.echo(f"staff login: {base}{paths.build('admin.login')}  {email} / {password}")
-
-    @app.cli.command("worker")
-    @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
-    @click.option("--simple", is_flag=True, help="Run jobs in this process (no fork).")
-    def worker(burst: bool, simple: bool) -> None:
-        """Run an RQ worker (with RQ's scheduler for retries); sweeps the outbox first."""
-        from . import queue
-        from .loop.outbox import relay, run_relay, sweep
-        from .worker import AppSimpleWorker, AppWorker
-
-        jobs = queue.jobs()
-        if jobs.backend != "rq":
-            raise click.UsageError("REDIS_URL is not set: jobs run in the web process.")
-        click.echo(f"outbox sweep at start: {sweep()} item(s) dispatched")
-        app_obj = current_app._get_current_object()
-        stop = threading.Event()
-        if jobs.relay:
-            click.echo(f"outbox relay at start: {relay()} item(s) enqueued")
-            if not burst:
-                threading.Thread(target=run_relay, name="closeloop-relay", daemon=True,
-                                 args=(app_obj, current_app.config["JOBS_RELAY_INTERVAL"],
-                                       stop)).start()
-        cls = AppSimpleWorker if simple else AppWorker
-        w = cls([jobs.rq_queue], connection=jobs.redis, app=app_obj)
-        try:
-            w.work(burst=burst, with_scheduler=True)
-        finally:
-            stop.set()
-
-    @app.cli.command("cron")
-    @click.option("--interval", default=60, show_default=True,
-                  help="Seconds between outbox sweeps and retry passes.")
-    def cron(interval: int) -> None:
-        """Run RQ's cron scheduler for every scheduled job (app/loop/cron.py SCHEDULE)."""
-        from rq.cron import CronScheduler
-
-        from . import queue
-        from .loop.cron import SCHEDULE
-
-        jobs = queue.jobs()
-        scheduler = CronScheduler(connection=jobs.redis)
-        for path, (every, expr) in SCHEDULE.items():
-            if every is not None and every <= 60:
-                every = interval
-            scheduler.register(queue.resolve(path), queue_name=jobs.rq_queue.name,
-                               interval=every, cron=expr, job_timeout=600)
-            click.echo(f"scheduled {path}: {expr or f'every {every} s'}")
-        scheduler.start()
-
-    @app.cli.command("sweep")
-    def sweep_cmd() -> None:
-        """Dispatch outbox items that were never done (for a system cron)."""
-        from .loop.outbox import sweep
-
-        click.echo(f"{sweep()} item(s) dispatched")

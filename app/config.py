@@ -16,20 +16,23 @@ class Defaults:
     SQLALCHEMY_DATABASE_URI = "sqlite:///closeloop.sqlite3"  # made absolute under instance/
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     REDIS_URL: str | None = None
-    # "rq" when REDIS_URL is set, else "inline" (jobs run in this process after commit).
+    # "rq" when REDIS_URL is set, else "inline" (a served process runs jobs and the schedule on
+    # its own runner thread; the CLI runs them right after its commit). app/jobs/__init__.py.
     JOBS_BACKEND: str | None = None
-    # Hand the enqueue to a background thread so no Redis round trip sits on the request path;
-    # the outbox sweeper covers whatever a crash drops.
-    JOBS_DISPATCH_ASYNC = True
-    # Throughput mode for RQ: web requests only commit the outbox row; every `flask worker`
-    # runs a relay that enqueues new rows each JOBS_RELAY_INTERVAL seconds (or at once while
-    # there is a backlog). Costs up to that interval of latency before routing starts.
-    JOBS_RELAY = False
-    JOBS_RELAY_INTERVAL = 0.5
     JOBS_QUEUE = "closeloop"
-    JOBS_RETRY_INTERVALS = [10, 60, 300]
+    JOBS_TIMEOUT = 120  # seconds an RQ job may run (EFFECT_LEASE_SECONDS must stay above it)
+    # Outbox sweep and due retries run this often (`flask cron`, or the inline runner).
+    JOBS_SWEEP_SECONDS = 60
+    # How often each `flask worker` runs RQ's maintenance (abandoned jobs of dead workers).
+    JOBS_MAINTENANCE_SECONDS = 60
     OUTBOX_SWEEP_GRACE = timedelta(seconds=30)
     OUTBOX_MAX_ATTEMPTS = 10
+    # A claimed email or webhook is reserved this long for one attempt; if the worker dies the
+    # lease runs out and the row is tried again. Keep it above the longest attempt.
+    EFFECT_LEASE_SECONDS = 300
+    # A webhook waiting for an earlier delivery of the same case is checked again this often
+    # (it is released at once when that delivery settles).
+    WEBHOOK_ORDER_RECHECK_SECONDS = 60
 
     # Per-process cache of site and moment rows on the prompt path (0 = off). A cached row is
     # re-checked against its site's settings_version at most every SITE_CACHE_CHECK_SECONDS
@@ -92,6 +95,11 @@ class Defaults:
     MAIL_TIMEOUT = 30
     MAIL_MAX_ATTEMPTS = 6
     MAIL_RETRY_SECONDS = [60, 300, 1800, 7200, 21600]
+    # Alert floods: per site and team, at most ALERT_BURST alerts for public (unverified)
+    # answers are emailed one by one in each ALERT_BURST_WINDOW (seconds); the rest go into
+    # one summary email per window (0 = no bound). Verified answers always alert one by one.
+    ALERT_BURST = 5
+    ALERT_BURST_WINDOW = 600
     # Webhooks: per-attempt deadline, attempts, and the backoff between them (seconds).
     WEBHOOK_TIMEOUT = 10
     WEBHOOK_MAX_ATTEMPTS = 6

@@ -12,7 +12,7 @@ from sqlalchemy import Executable, Integer, Text, bindparam, func, insert, liter
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
-from . import queue
+from .jobs import on_commit, outbox
 from .extensions import db
 from .models import (
     Case,
@@ -72,12 +72,27 @@ class InvalidAnswer(ValueError):
     """An answer that breaks a rule; the message is safe to show to the customer."""
 
 
+# C0 controls but tab, LF and CR, and DEL: never stored, mailed or echoed back into a page.
+_COMMENT_CONTROLS = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+
+
+def comment_echo(text: str) -> str:
+    """`text` without control characters or lone surrogates: safe to put back into the form
+    that refused it."""
+    text = text.translate(_COMMENT_CONTROLS)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def clean_comment(text: str | None, limit: int) -> str | None:
-    """Normalise newlines and whitespace; refuse NUL bytes, lone surrogates and long text."""
+    """Normalise newlines and whitespace; refuse control characters (NUL included, not tab or
+    newlines), lone surrogates and long text."""
     if text is None:
         return None
     if "\x00" in text:
         raise InvalidAnswer("The comment contains a NUL byte.")
+    if len(text.translate(_COMMENT_CONTROLS)) != len(text):
+        bad = next(c for c in text if ord(c) in _COMMENT_CONTROLS)
+        raise InvalidAnswer(f"The comment contains a control character (U+{ord(bad):04X}).")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -141,7 +156,8 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
     }
     session = db.session
     try:
-        rid = _insert_answer(values, prompt.skus)
+        rid = _insert_answer(values, prompt.skus)  # its outbox row included
+        on_commit(ROUTE_TOPIC, rid)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -154,20 +170,14 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
         if existing is None:  # not our unique key: a real integrity fault
             raise
         amended = _amend(existing, rating, comment, scale)
-        if amended == ADDED:
-            queue.dispatch(ROUTE_TOPIC, existing.id)
         return Recorded(existing, False, amended)
-    queue.dispatch(ROUTE_TOPIC, rid)
     return Recorded(Response(id=rid, **values), True)
 
 
 def add_comment(existing: Response, comment: str) -> str:
     """Add a comment to an answer (thank-you page) as _amend does; returns ADDED, UNCHANGED,
     CLOSED or FULL, and routes the answer again when ADDED."""
-    amended = _amend(existing, existing.rating, comment, SCALES[existing.scale])
-    if amended == ADDED:
-        queue.dispatch(ROUTE_TOPIC, existing.id)
-    return amended
+    return _amend(existing, existing.rating, comment, SCALES[existing.scale])
 
 
 def can_amend(response_id: int) -> bool:
@@ -268,11 +278,6 @@ def _amend(existing: Response, rating: int, comment: str | None, scale: Scale) -
     existing.comment = combined
     existing.rating = rating
     existing.segment = scale.segment(rating)
-    db.session.execute(
-        Outbox.__table__.update()
-        .where(Outbox.topic == ROUTE_TOPIC, Outbox.ref_id == existing.id)
-        .values(done_at=None, failed_at=None, attempts=0, last_enqueued_at=None,
-                created_at=utcnow())
-    )
+    outbox.rearm(ROUTE_TOPIC, existing.id)  # routed again once this commits
     db.session.commit()
     return ADDED

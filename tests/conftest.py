@@ -48,7 +48,6 @@ def base_config(**overrides: Any) -> dict[str, Any]:
         "TESTING": True,
         "SECRET_KEY": "test-secret-key",
         "PUBLIC_BASE_URL": "http://localhost",  # the test client's host; links are built on it
-        "JOBS_DISPATCH_ASYNC": False,
         "RATELIMIT_STORAGE_URI": "memory://",
         "DEMO_ENABLED": True,
         "SESSION_COOKIE_SECURE": False,
@@ -194,11 +193,11 @@ def verified_token(site: Site, salt: str = "closeloop.prompt.v1", key: str | Non
 
 def run_worker(app: Flask) -> int:
     """Run a real RQ SimpleWorker in burst mode; returns how many jobs it ran."""
-    from app import queue
-    from app.worker import AppSimpleWorker
+    from app import jobs as app_jobs
+    from app.jobs.rqwork import AppSimpleWorker
 
     with app.app_context():
-        jobs = queue.jobs()
+        jobs = app_jobs.backend()
         executed: list[str] = []
 
         class Counting(AppSimpleWorker):

@@ -134,7 +134,7 @@ def test_jobs_run_twice_send_once(make_app, redis_url, smtp_server, receiver):
         db.session.execute(Outbox.__table__.update()
                            .where(Outbox.topic != "route_response").values(done_at=None))
         db.session.commit()
-        from app.loop.outbox import sweep
+        from app.jobs.outbox import sweep
 
         assert sweep(grace=timedelta(0)) == 4
         for i in ids:
@@ -197,11 +197,11 @@ def test_resolution_message_and_verification_links(make_app, smtp_server, receiv
         assert c.status == "verified" and c.verified_at is not None and c.cycle == 2
         kinds = db.session.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == case_id)
                                    .order_by(CaseEvent.id)).all()
-        assert kinds == ["routed", "acknowledged", "resolved", "reopened", "resolved",
-                         "verified"]
+        assert kinds == ["routed", "acknowledged", "resolved", "reopened", "alerted",
+                         "resolved", "verified"]  # "not resolved" told the team
         actors = db.session.scalars(select(CaseEvent.actor).where(CaseEvent.case_id == case_id)
                                     .order_by(CaseEvent.id)).all()
-        assert actors[3] == actors[5] == "customer"
+        assert actors[3] == actors[6] == "customer"
     updates = [json.loads(b)["data"]["status"] for p, _h, b in receiver.requests
                if json.loads(b)["type"] == "case.updated"]
     assert updates == ["new", "acknowledged", "resolved", "reopened", "resolved", "verified"]

@@ -1,5 +1,5 @@
-"""A worker killed with SIGKILL in the middle of sending an email: RQ hands the abandoned job
-out again and exactly one email arrives."""
+"""A worker killed with SIGKILL in the middle of sending an email: its lease runs out, the row
+is handed out again and exactly one email arrives."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ import threading
 import time
 from pathlib import Path
 
+from datetime import UTC, datetime, timedelta
+
 from redis import Redis
 from rq import Queue
-from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from app.extensions import db
-from app.loop import jobs
+from app.loop import jobs, notify
 from app.models import Case, EmailMessage, Site, Team
 
 from .conftest import make_site, verified_token
 
 ROOT = Path(__file__).resolve().parent.parent
+LEASE = 2  # seconds: short, so the test does not wait long for it to run out
 
 
 class Tarpit:
@@ -53,23 +55,27 @@ class Tarpit:
         self.sock.close()
 
 
-def _worker(pg_url: str, redis_url: str, mail_port: int) -> subprocess.Popen[bytes]:
+def _worker(pg_url: str, redis_url: str, mail_port: int,
+            tmp_path: Path) -> subprocess.Popen[bytes]:
+    """The shipped forking `flask worker`, configured only by its environment."""
     env = {**os.environ, "SECRET_KEY": "test-secret-key", "DATABASE_URL": pg_url,
            "REDIS_URL": redis_url, "CLOSELOOP_MAIL_SERVER": "127.0.0.1",
            "CLOSELOOP_MAIL_PORT": str(mail_port), "CLOSELOOP_MAIL_FROM": "loop@closeloop.example",
-           # Real SMTP even where `make run` wrote a console backend into instance/config.py.
-           "CLOSELOOP_MAIL_BACKEND": "smtp"}
-    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--burst",
-                             "--simple"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+           "CLOSELOOP_EFFECT_LEASE_SECONDS": str(LEASE),
+           "CLOSELOOP_PUBLIC_BASE_URL": "http://localhost",
+           "CLOSELOOP_INSTANCE_PATH": str(tmp_path / "instance")}
+    return subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker", "--burst"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
-def test_sigkill_mid_send_sends_exactly_once(make_app, pg_url, redis_url, smtp_server):
-    """SIGKILL while the SMTP conversation hangs: the row lock dies with the connection, RQ's
-    abandoned-job cleanup requeues the job, the next worker sends it; one email in all."""
+def test_sigkill_mid_send_sends_exactly_once(make_app, pg_url, redis_url, smtp_server, tmp_path):
+    """SIGKILL to a forking `flask worker` while its work horse hangs in SMTP: the horse dies
+    with it (no orphan keeps the connection), the row's lease runs out, `retry_due` hands it
+    over again and the next worker sends it; one email in all, no lock held meanwhile."""
     port, box = smtp_server
     tarpit = Tarpit()
-    app = make_app("postgres", REDIS_URL=redis_url, JOBS_RETRY_INTERVALS=[0, 0, 0],
+    app = make_app("postgres", REDIS_URL=redis_url, EFFECT_LEASE_SECONDS=LEASE,
                    MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_FROM="loop@closeloop.example")
     site = make_site(app)
     with app.app_context():
@@ -82,37 +88,44 @@ def test_sigkill_mid_send_sends_exactly_once(make_app, pg_url, redis_url, smtp_s
     assert app.test_client().post(f"/p/{token}", data={"rating": "1"}).status_code == 303
     with app.app_context():
         # Route here; the alert's send job goes to Redis for the subprocess worker.
+        Queue("closeloop", connection=Redis.from_url(redis_url)).empty()
         assert jobs.route_response(db.session.scalar(select(Case.response_id))) == "routed"
         email_id = db.session.scalar(select(EmailMessage.id))
 
-    first = _worker(pg_url, redis_url, tarpit.port)
+    first = _worker(pg_url, redis_url, tarpit.port, tmp_path)
     try:
         assert tarpit.accepted.wait(30), "the worker never reached the SMTP server"
-        time.sleep(0.2)
+        with app.app_context():  # claimed and committed before the I/O: no lock is held
+            row = db.session.get(EmailMessage, email_id)
+            assert (row.status, row.attempts) == ("sending", 1)
+            row.last_error = "a concurrent write does not wait for the send"
+            db.session.commit()
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        # The work horse died with its parent: its SMTP connection is closed.
+        conn = tarpit.conns[0]
+        conn.settimeout(10)
+        assert conn.recv(1) == b""
     finally:
         if first.poll() is None:
             first.kill()
         tarpit.close()
     assert box.messages == []
     with app.app_context():
-        db.session.expire_all()
         row = db.session.get(EmailMessage, email_id)
-        assert (row.status, row.sent_at) == ("pending", None)  # the send's transaction died
+        assert row.status == "sending" and row.sent_at is None
+        lease = row.lease_until
+        db.session.rollback()
+        # Nothing is retried while the lease lasts; after it, retry_due hands the row over.
+        assert notify.retry_due(lease - timedelta(seconds=0.5)) == 0
+        assert notify.retry_due(lease + timedelta(seconds=0.5)) == 1
+    while datetime.now(UTC) <= lease:  # the worker's own clock must see the lease expired
+        time.sleep(0.05)
 
-    # RQ's maintenance finds the job abandoned once its heartbeat lapses; do it now.
-    redis = Redis.from_url(redis_url)
-    registry = StartedJobRegistry(queue=Queue("closeloop", connection=redis))
-    assert len(registry.get_job_ids(cleanup=False)) == 1
-    registry.cleanup(timestamp=time.time() + 10_000)
-    redis.close()
-
-    second = _worker(pg_url, redis_url, port)
+    second = _worker(pg_url, redis_url, port, tmp_path)
     assert second.wait(60) == 0
     assert len(box.messages) == 1
     assert box.messages[0][1] == ["oncall@shop.example"]
     with app.app_context():
-        db.session.expire_all()
         row = db.session.get(EmailMessage, email_id)
-        assert row.status == "sent" and row.attempts == 1
+        assert row.status == "sent" and row.attempts == 2 and row.lease_until is None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 from redis import Redis
 from sqlalchemy import func, select
 
-from app import queue
+from app import jobs as app_jobs
 from app.extensions import db
+from app.jobs import rqwork
+from app.jobs.outbox import sweep
 from app.loop import jobs as loop_jobs
-from app.loop.outbox import sweep
 from app.models import Case, CaseEvent, Outbox, Response
 
 from .conftest import make_site, run_worker, verified_token
@@ -103,14 +103,17 @@ def test_lost_enqueue_is_swept_exactly_once(make_app, redis_url, monkeypatch):
     app = make_app(REDIS_URL=redis_url)
     site = make_site(app)
     client = app.test_client()
-    real = queue.Jobs.enqueue
+    real = rqwork.enqueue_many
 
-    def flaky(self, topic, ref_id, pipeline=None):
-        if ref_id == 17 and pipeline is None:
+    failed: list[list] = []
+
+    def flaky(backend, items):
+        if items == [("route_response", 17)] and not failed:
+            failed.append(items)
             raise ConnectionError("simulated crash between commit and enqueue")
-        return real(self, topic, ref_id, pipeline)
+        return real(backend, items)
 
-    monkeypatch.setattr(queue.Jobs, "enqueue", flaky)
+    monkeypatch.setattr(rqwork, "enqueue_many", flaky)
     for i in range(50):
         r = client.post(f"/p/{verified_token(site, n=f'lost-{i:05d}')}", data={"rating": "8"})
         assert r.status_code == 303
@@ -143,20 +146,49 @@ def test_job_is_idempotent(app, site, client):
     assert counts(app)["routed"] == 1
 
 
-@pytest.mark.parametrize("backend", ["inline", "rq"])
-def test_async_dispatch_thread(make_app, request, backend):
-    """Default production mode: dispatch happens on a background thread after commit."""
-    extra = {"REDIS_URL": request.getfixturevalue("redis_url")} if backend == "rq" else {}
-    app = make_app(JOBS_DISPATCH_ASYNC=True, **extra)
+def test_commit_enqueues_before_returning(make_app, redis_url):
+    """With Redis, the commit itself enqueues: when the request returns, the job is on RQ
+    (no thread in between that could die)."""
+    app = make_app(REDIS_URL=redis_url)
     site = make_site(app)
     client = app.test_client()
     for i in range(5):
         client.post(f"/p/{verified_token(site, n=f'async-{i:05d}')}", data={"rating": "9"})
-    with app.app_context():
-        queue.jobs().flush()
-    if backend == "rq":
-        assert run_worker(app) == 5
+        with app.app_context():
+            assert app_jobs.backend().rq_queue.count == i + 1
+    assert run_worker(app) == 5
     assert counts(app)["routed"] == 5
+
+
+def test_inline_runner_routes_and_sweeps_on_its_own(make_app, monkeypatch):
+    """The embedded default as served (app.wsgi): the runner thread routes each answer, and its
+    timer sweeps what a lost hand-over left behind without any request arriving."""
+    import time
+
+    app = make_app(JOBS_SWEEP_SECONDS=1, OUTBOX_SWEEP_GRACE=__import__("datetime").timedelta(0))
+    site = make_site(app)
+    app_jobs.start_background(app)
+    runner = app.extensions["closeloop.jobs"].runner
+    try:
+        client = app.test_client()
+        for i in range(5):
+            client.post(f"/p/{verify_token_n(site, i)}", data={"rating": "9"})
+        # A committed answer whose hand-over was lost (as if the process died after commit).
+        backend = app.extensions["closeloop.jobs"]
+        with monkeypatch.context() as m:
+            m.setattr(backend, "hand_over", lambda items: None)
+            assert client.post(f"/p/{verify_token_n(site, 99)}",
+                               data={"rating": "9"}).status_code == 303
+        deadline = time.monotonic() + 30
+        while counts(app)["routed"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert counts(app)["routed"] == 6 and counts(app)["pending"] == 0
+    finally:
+        runner.stop()
+
+
+def verify_token_n(site, i: int) -> str:
+    return verified_token(site, n=f"inline-{i:05d}")
 
 
 def test_concurrent_writers_no_lock_errors(make_app, db_kind):

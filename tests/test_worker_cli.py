@@ -53,7 +53,9 @@ def test_worker_refuses_without_redis(app):
 def test_cron_enqueues_the_sweep(tmp_path, redis_url):
     """`flask cron --interval 1` puts the outbox sweep on the queue within a few seconds."""
     env = {**os.environ, "SECRET_KEY": "cron-test", "REDIS_URL": redis_url,
-           "DATABASE_URL": f"sqlite:///{tmp_path}/cron.sqlite3"}
+           "DATABASE_URL": f"sqlite:///{tmp_path}/cron.sqlite3",
+           "CLOSELOOP_PUBLIC_BASE_URL": "http://localhost",
+           "CLOSELOOP_INSTANCE_PATH": str(tmp_path / "instance")}
     proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "cron",
                              "--interval", "1"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -62,8 +64,9 @@ def test_cron_enqueues_the_sweep(tmp_path, redis_url):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not q.job_ids:
             time.sleep(0.2)
-        funcs = [q.fetch_job(j).func_name for j in q.job_ids]
-        assert "app.loop.jobs.sweep_outbox" in funcs
+        jobs = [q.fetch_job(j) for j in q.job_ids]
+        assert ("app.jobs.rqwork.perform_task", ("sweep_outbox",)) in [
+            (j.func_name, tuple(j.args)) for j in jobs]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

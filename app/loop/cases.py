@@ -15,7 +15,8 @@ from sqlalchemy import select
 from .. import signing
 from ..extensions import db
 from ..models import Case, CaseEvent, Moment, Response, Site, utcnow
-from . import notify
+from ..responses import FAMILY
+from . import alerts, notify
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"acknowledged", "in_progress", "resolved"}),
@@ -115,20 +116,36 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
     db.session.add(event)
     db.session.flush()
     effects = _effects(case, response, moment, site, event)
-    db.session.commit()
-    notify.dispatch_all(effects)
+    db.session.commit()  # hands the effects over
     return case
+
+
+def worked_by_staff(case_id: int) -> bool:
+    """Whether a staff member acknowledged the case or started work on it."""
+    return db.session.scalar(select(CaseEvent.id).where(
+        CaseEvent.case_id == case_id, CaseEvent.kind.in_(("acknowledged", "in_progress")),
+        CaseEvent.actor.not_in(("system", "customer"))).limit(1)) is not None
+
+
+def _asks_verification(case: Case, response: Response) -> bool:
+    """"Is it resolved?" goes to every unhappy or neutral customer, but to a promoter only when
+    staff worked the case: closing a happy customer's untouched case is not a question."""
+    return FAMILY[response.segment] != "positive" or worked_by_staff(case.id)
 
 
 def _effects(case: Case, response: Response, moment: Moment, site: Site,
              event: CaseEvent) -> notify.Dispatch:
     data = notify.case_data(case, response, moment.key)
-    out = notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team)
+    out = notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team,
+                         case_id=case.id)
+    if case.status == "reopened" and event.actor == "customer":
+        # "Not resolved", says the customer: the team hears it (same fallback as alerts).
+        out += alerts.reopened_alert(case, response, moment, site, event.note)
     if case.status != "resolved":
         return out
     out += notify.webhook(site, "case.resolved", f"case:{case.id}:resolved:{case.cycle}", data,
-                          case.team)
-    if response.customer_email:
+                          case.team, case_id=case.id)
+    if response.customer_email and (case.customer_message or _asks_verification(case, response)):
         kind = "resolution" if case.customer_message else "verification"
         out += notify.email(site, kind, f"case:{case.id}:{case.cycle}",
                             [response.customer_email], response.locale,

@@ -167,10 +167,51 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
     def webhooks_redeliver(delivery_id: int) -> None:
         """Send a delivery again with the same webhook-id and body."""
         try:
-            notify.dispatch_all(notify.redeliver(delivery_id))
+            notify.redeliver(delivery_id)  # commits: handed over
         except LookupError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"delivery {delivery_id} queued again")
+
+    @webhooks_group.command("list")
+    @click.argument("public_key")
+    def webhooks_list(public_key: str) -> None:
+        """A site's endpoints: id, state, URL, events, team and pending deliveries."""
+        for ep, team_key, pending in webhooks.endpoints_of(_site(public_key)):
+            state = "active" if ep.active else "disabled"
+            click.echo(f"{ep.id}\t{state}\t{ep.url}\t{','.join(ep.events)}\t"
+                       f"team={team_key or '-'}\tpending={pending}")
+
+    @webhooks_group.command("disable")
+    @click.argument("endpoint_id", type=int)
+    def webhooks_disable(endpoint_id: int) -> None:
+        """Stop sending to an endpoint: new events skip it, pending deliveries wait."""
+        try:
+            ep, pending = webhooks.set_active(endpoint_id, False)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"endpoint {ep.id} disabled ({pending} pending deliveries wait)")
+
+    @webhooks_group.command("enable")
+    @click.argument("endpoint_id", type=int)
+    def webhooks_enable(endpoint_id: int) -> None:
+        """Send to an endpoint again, starting with the deliveries that waited."""
+        try:
+            ep, pending = webhooks.set_active(endpoint_id, True)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"endpoint {ep.id} enabled ({pending} pending deliveries handed over)")
+
+    @webhooks_group.command("remove")
+    @click.argument("endpoint_id", type=int)
+    @click.confirmation_option(prompt="Delete the endpoint with its delivery log?")
+    def webhooks_remove(endpoint_id: int) -> None:
+        """Delete an endpoint with its pending deliveries and delivery log (to keep the log,
+        disable it instead)."""
+        try:
+            ep, deleted = webhooks.remove_endpoint(endpoint_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"endpoint {ep.id} ({ep.url}) removed with {deleted} deliveries")
 
     # -- cases ----------------------------------------------------------------------------
     @app.cli.group("cases")
@@ -212,6 +253,32 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
             click.echo(f"{e.created_at.isoformat()}\t{e.kind}\t{e.actor}\t{e.note or ''}")
         db.session.rollback()
 
+    # -- doctor -----------------------------------------------------------------------------
+    @app.cli.command("doctor")
+    @click.argument("public_key", required=False)
+    def doctor(public_key: str | None) -> None:
+        """Check that the teams each site's rules route to hear their critical alerts: lists
+        teams that are missing, have no addresses or have alerts off (alerts then fall back to
+        the support contact or the site's owners); exits 1 when an alert would reach nobody."""
+        from . import alerts
+
+        found = ([_site(public_key)] if public_key
+                 else db.session.scalars(select(Site).order_by(Site.id)).all())
+        unheard = fallbacks = 0
+        for site in found:
+            label = f"{site.public_key} ({site.name})"
+            findings = alerts.check_site(site)
+            if not findings:
+                click.echo(f"{label}: ok, every team its rules route to has addresses")
+            for finding in findings:
+                click.echo(f"{label}: {alerts.describe(finding)}")
+                unheard += finding.unheard
+                fallbacks += not finding.unheard
+        click.echo(f"{len(found)} site(s): {unheard} team(s) unheard, {fallbacks} falling back")
+        db.session.rollback()
+        if unheard:
+            raise SystemExit(1)
+
     # -- site settings, SLA report ----------------------------------------------------------
     @app.cli.command("sla")
     @click.argument("public_key")
@@ -243,7 +310,9 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
     @app.cli.command("site-settings")
     @click.argument("public_key")
     @click.option("--webhooks-allow-private/--webhooks-public-only", default=None,
-                  help="Allow webhooks to private/loopback addresses (on-premise helpdesk).")
+                  help="Allow webhooks to private networks, RFC 1918 and IPv6 ULA (an "
+                       "on-premise helpdesk); loopback, link-local and cloud metadata "
+                       "addresses stay refused.")
     @click.option("--sla-ack-hours", type=int, default=None)
     @click.option("--sla-close-hours", type=int, default=None)
     @click.option("--sla-reminder-minutes", type=int, default=None)

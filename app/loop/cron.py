@@ -1,4 +1,5 @@
-"""Scheduled jobs (RQ's CronScheduler runs them; `flask cron` registers SCHEDULE). Each is safe
+"""Scheduled jobs of the loop, registered with app.jobs (`flask cron` schedules them on RQ;
+without Redis the served process's runner does). Each is safe
 to run twice: what it sends is unique per subject, what it deletes is gone already."""
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, select
 
-from .. import metrics
+from .. import jobs, metrics
 from ..extensions import db
 from ..models import (
+    Case,
+    CaseEvent,
     EmailMessage,
     Impression,
     Outbox,
@@ -23,15 +26,6 @@ from ..models import (
 )
 from . import notify, sla
 
-# job path -> (interval seconds, cron expression); one of the two.
-SCHEDULE: dict[str, tuple[int | None, str | None]] = {
-    "app.loop.jobs.sweep_outbox": (60, None),
-    "app.loop.cron.retry_due": (60, None),
-    "app.loop.cron.sla_scan": (300, None),
-    "app.loop.cron.weekly_digest": (None, "0 7 * * 1"),  # Mondays 07:00 UTC
-    "app.loop.cron.purge": (None, "30 3 * * *"),
-}
-
 
 def _now(now: str | datetime | None) -> datetime:
     if isinstance(now, str):
@@ -39,11 +33,13 @@ def _now(now: str | datetime | None) -> datetime:
     return now or utcnow()
 
 
+@jobs.task("retry_due", every=60)
 def retry_due(now: str | datetime | None = None) -> int:
     """Dispatch emails and webhook deliveries whose retry time has come."""
     return notify.retry_due(_now(now))
 
 
+@jobs.task("sla_scan", every=300)
 def sla_scan(now: str | datetime | None = None) -> dict[str, int]:
     """Reminders before a stage is due, breach alerts after (each once)."""
     return sla.scan(_now(now))
@@ -72,6 +68,19 @@ def digest_figures(site: Site, team: str, start: datetime, end: datetime,
     }
 
 
+def team_active(site_id: int, team: str, start: datetime, end: datetime) -> bool:
+    """Whether the team had answers or any case activity (a timeline event) in [start, end)."""
+    answered = select(Response.id).join(Case, Case.response_id == Response.id).where(
+        Case.site_id == site_id, Case.team == team, Response.created_at >= start,
+        Response.created_at < end).limit(1)
+    worked = select(CaseEvent.id).join(Case, Case.id == CaseEvent.case_id).where(
+        Case.site_id == site_id, Case.team == team, CaseEvent.created_at >= start,
+        CaseEvent.created_at < end).limit(1)
+    return (db.session.scalar(answered) is not None
+            or db.session.scalar(worked) is not None)
+
+
+@jobs.task("weekly_digest", cron="0 7 * * 1")  # Mondays 07:00 UTC
 def weekly_digest(now: str | datetime | None = None) -> int:
     """One digest per team and week to the team's addresses; returns how many were queued."""
     now = _now(now)
@@ -86,15 +95,17 @@ def weekly_digest(now: str | datetime | None = None) -> int:
         ref = f"team:{team.id}:{label}"
         if not recipients or notify.already_queued("digest", ref):  # skip the figures' queries
             continue
+        if not team_active(site.id, team.key, start, end):  # an empty week sends no digest
+            continue
         figures = digest_figures(site, team.key, start, end, now)
         effects += notify.email(site, "digest", ref, recipients, team.locale,
                                 {"team": team, "week": label, "start": start,
                                  "end": end - timedelta(days=1), **figures})
-    db.session.commit()
-    notify.dispatch_all(effects)
+    db.session.commit()  # hands the digests over
     return len(effects)
 
 
+@jobs.task("purge", cron="30 3 * * *")
 def purge(now: str | datetime | None = None) -> dict[str, int]:
     """Delete answers (with their cases, events and emails), impressions, emails, finished
     outbox rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything)."""

@@ -1,28 +1,37 @@
-"""RQ entry points. Each takes ids, re-fetches, commits itself and is safe to run twice."""
+"""The loop's job handlers (registered with app.jobs). Each takes an id, re-fetches, commits
+itself and is safe to run twice; the effects it decides are handed over by its commit."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from .. import jobs
 from ..extensions import db
 from ..models import Case, CaseEvent, Moment, Outbox, Response, Site, utcnow
 from ..responses import ROUTE_TOPIC
-from . import notify, routing
+from . import alerts, notify, routing
 
 
+@jobs.handler(ROUTE_TOPIC)
 def route_response(response_id: int) -> str:
     """Route a response's case (priority, team, due times) once per version of the answer."""
     session = db.session
-    outbox = session.scalar(
-        select(Outbox)
+    # A write first: it serialises two runs of this job (PostgreSQL: the row lock; SQLite: the
+    # database write lock), and the second then finds the row done.
+    claimed = session.execute(
+        update(Outbox)
         .where(Outbox.topic == ROUTE_TOPIC, Outbox.ref_id == response_id)
-        .with_for_update()  # serialises two runs of the same job on PostgreSQL
-    )
-    if outbox is None:
+        .values(attempts=Outbox.attempts)
+        .returning(Outbox.id, Outbox.done_at)
+    ).first()
+    if claimed is None:
+        session.rollback()
         return "unknown"
-    if outbox.done_at is not None:
+    if claimed.done_at is not None:
         session.rollback()
         return "already done"
+    outbox = session.get(Outbox, claimed.id)
+    assert outbox is not None
     row = session.execute(
         select(Response, Case, Moment, Site)
         .join(Case, Case.response_id == Response.id)
@@ -35,7 +44,6 @@ def route_response(response_id: int) -> str:
         session.commit()
         return "gone"
     response, case, moment, site = row
-    effects: notify.Dispatch = []
     if case.status == "new":
         route = routing.decide(response, moment, site)
         rerouted = case.routed_at is not None
@@ -49,11 +57,10 @@ def route_response(response_id: int) -> str:
         )
         session.add(event)
         session.flush()
-        effects = _routed_effects(case, response, moment, site, event, route)
+        _routed_effects(case, response, moment, site, event, route)
     outbox.done_at = utcnow()
     outbox.last_error = None
-    session.commit()
-    notify.dispatch_all(effects)
+    session.commit()  # hands the effects over
     return "routed"
 
 
@@ -62,23 +69,16 @@ def _routed_effects(case: Case, response: Response, moment: Moment, site: Site,
     """Webhooks, the team alert and the customer's thank-you email of a routed answer."""
     data = notify.case_data(case, response, moment.key)
     out = notify.webhook(site, "response.created", f"response:{response.id}",
-                         notify.response_data(response, moment.key), case.team)
-    out += notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team)
+                         notify.response_data(response, moment.key), case.team, case_id=case.id)
+    out += notify.webhook(site, "case.updated", f"case-event:{event.id}", data, case.team,
+                          case_id=case.id)
     ctx = {"case": case, "response": response, "moment": moment}
     if route.priority == "critical" or route.notify:
-        team, recipients = notify.team_recipients(site.id, case.team, "alert_critical")
-        out += notify.email(site, "alert", f"case:{case.id}", recipients,
-                            team.locale if team else site.default_locale,
-                            {**ctx, "team": team, "case_url": notify.case_url(case.id)},
-                            case_id=case.id)
+        # Never unheard: falls back past a missing or address-less team, records who heard it,
+        # and holds public alert floods for one summary per team and window (app/loop/alerts).
+        out += alerts.critical_alert(case, response, moment, site)
     if response.customer_email:
         out += notify.email(site, "thanks", f"response:{response.id}", [response.customer_email],
                             response.locale, ctx, case_id=case.id)
     return out
 
-
-def sweep_outbox() -> int:
-    """Cron entry point: re-dispatch outbox items that were never done."""
-    from .outbox import sweep
-
-    return sweep()

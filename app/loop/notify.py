@@ -1,9 +1,12 @@
 """Side effects of the loop, each at most once: emails and webhook deliveries.
 
 Deciding an effect inserts its row (UNIQUE per subject and kind) and an outbox row in the
-caller's transaction; after commit the caller dispatches the returned jobs. The send jobs lock
-their row, skip it if already done, and record success or schedule a retry with backoff; the
-`retry_due` cron job re-dispatches retries that fell due.
+caller's transaction; its commit hands the job over (app/jobs). A send job claims its row with
+a lease (`UPDATE … SET status='sending', lease_until=… WHERE due … RETURNING`), commits, does the
+network I/O holding no lock, then records the outcome only if it still holds the lease. An
+expired lease (a worker died mid-send) is due again; `retry_due` hands over retries and expired
+leases. Receivers can drop the one duplicate a crash after "250 OK" can cause: the Message-ID
+and `webhook-id` of a row never change.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 
-from .. import queue
+from .. import jobs
 from ..extensions import db
+from ..jobs import outbox
 from ..models import (
     Case,
     EmailMessage,
-    Outbox,
     Response,
     Site,
     Team,
@@ -37,10 +40,6 @@ SEND_EMAIL, DELIVER_WEBHOOK = "send_email", "deliver_webhook"
 Dispatch = list[tuple[str, int]]
 
 
-def _outbox(topic: str, ref_id: int, now: datetime) -> None:
-    db.session.add(Outbox(topic=topic, ref_id=ref_id, created_at=now, attempts=0))
-
-
 def external_url(endpoint: str, **values: Any) -> str:
     """An absolute URL for emails, under PUBLIC_BASE_URL (never the request's Host)."""
     return public_url(endpoint, **values)
@@ -49,12 +48,6 @@ def external_url(endpoint: str, **values: Any) -> str:
 def case_url(case_id: int) -> str:
     """Where staff open a case (the admin's response list until the case view lands)."""
     return external_url("admin.responses") + f"#case-{case_id}"
-
-
-def dispatch_all(items: Dispatch) -> None:
-    """After commit: hand each new effect to the job backend (the outbox covers a loss)."""
-    for topic, ref_id in items:
-        queue.dispatch(topic, ref_id)
 
 
 # -- deciding effects --------------------------------------------------------------------------
@@ -84,13 +77,14 @@ def email(site: Site, kind: str, ref_key: str, recipients: list[str], locale: st
                        created_at=now)
     db.session.add(msg)
     db.session.flush()
-    _outbox(SEND_EMAIL, msg.id, now)
+    outbox.add(SEND_EMAIL, msg.id, now)
     return [(SEND_EMAIL, msg.id)]
 
 
 def webhook(site: Site, event: str, dedupe_key: str, data: dict[str, Any],
-            team: str | None = None) -> Dispatch:
-    """Queue `event` for every endpoint that wants it, once per (endpoint, dedupe_key)."""
+            team: str | None = None, case_id: int | None = None) -> Dispatch:
+    """Queue `event` for every endpoint that wants it, once per (endpoint, dedupe_key); the
+    deliveries of one `case_id` to one endpoint leave in the order they were decided."""
     endpoints = webhooks.endpoints_for(site.id, event, team)
     if not endpoints:
         return []
@@ -104,10 +98,11 @@ def webhook(site: Site, event: str, dedupe_key: str, data: dict[str, Any],
         if endpoint.id in done:
             continue
         delivery = WebhookDelivery(endpoint_id=endpoint.id, site_id=site.id, event=event,
-                                   dedupe_key=dedupe_key, payload=body, created_at=now)
+                                   dedupe_key=dedupe_key, payload=body, created_at=now,
+                                   case_id=case_id)
         db.session.add(delivery)
         db.session.flush()
-        _outbox(DELIVER_WEBHOOK, delivery.id, now)
+        outbox.add(DELIVER_WEBHOOK, delivery.id, now)
         out.append((DELIVER_WEBHOOK, delivery.id))
     return out
 
@@ -147,93 +142,165 @@ def team_recipients(site_id: int, team_key: str | None, flag: str) -> tuple[Team
     return team, team.recipients()
 
 
-# -- doing effects (RQ entry points) ------------------------------------------------------------
+# -- doing effects (job handlers) ----------------------------------------------------------------
+
+Effect = EmailMessage | WebhookDelivery
+
 
 def _backoff(attempts: int, schedule: list[int]) -> timedelta:
     return timedelta(seconds=schedule[min(attempts - 1, len(schedule) - 1)])
 
 
-def _finish_outbox(topic: str, ref_id: int, now: datetime) -> None:
-    db.session.execute(Outbox.__table__.update()
-                       .where(Outbox.topic == topic, Outbox.ref_id == ref_id,
-                              Outbox.done_at.is_(None))
-                       .values(done_at=now, last_error=None))
+def _due_clause(model: type[Effect], now: datetime) -> Any:
+    """Rows an attempt may claim: pending and due, or claimed by a lease that ran out."""
+    return or_(
+        and_(model.status == "pending",
+             or_(model.next_attempt_at.is_(None), model.next_attempt_at <= now)),
+        and_(model.status == "sending", model.lease_until < now),
+    )
 
 
-def _due(row: EmailMessage | WebhookDelivery, now: datetime) -> bool:
-    return row.status == "pending" and (row.next_attempt_at is None or row.next_attempt_at <= now)
+def _claim(model: type[Effect], row_id: int, now: datetime) -> datetime | None:
+    """Take the row for one attempt; returns the lease (the fencing value) or None."""
+    lease = now + timedelta(seconds=int(current_app.config["EFFECT_LEASE_SECONDS"]))
+    got = db.session.execute(
+        update(model).where(model.id == row_id, _due_clause(model, now))
+        .values(status="sending", lease_until=lease, attempts=model.attempts + 1)
+        .returning(model.id)
+    ).first()
+    return lease if got else None
 
 
-def _failed(row: EmailMessage | WebhookDelivery, error: str, now: datetime, max_attempts: int,
-            schedule: list[int]) -> None:
-    row.last_error = error[:2000]
+def _settle(model: type[Effect], row_id: int, lease: datetime, values: dict[str, Any]) -> bool:
+    """Record an attempt's outcome if this attempt still holds the lease."""
+    result = db.session.execute(
+        update(model).where(model.id == row_id, model.status == "sending",
+                            model.lease_until == lease)
+        .values(lease_until=None, **values)
+    )
+    return bool(result.rowcount)
+
+
+def _outcome(row: Effect, error: str | None, done_status: str, now: datetime,
+             max_attempts: int, schedule: list[int]) -> dict[str, Any]:
+    if error is None:
+        return {"status": done_status, "last_error": None, "next_attempt_at": None}
     if row.attempts >= max_attempts:
-        row.status = "failed"
-        row.next_attempt_at = None
-    else:
-        row.next_attempt_at = now + _backoff(row.attempts, schedule)
+        return {"status": "failed", "last_error": error[:2000], "next_attempt_at": None}
+    return {"status": "pending", "last_error": error[:2000],
+            "next_attempt_at": now + _backoff(row.attempts, schedule)}
 
 
-def _perform(model: type[EmailMessage] | type[WebhookDelivery], topic: str, row_id: int,
-             act: Callable[[Any, datetime], str | None], done_status: str,
-             max_attempts: int, schedule: list[int],
-             ready: Callable[[Any], bool] = lambda row: True) -> str:
-    """Run one attempt of an effect row at most once: lock the row (a second run of the job
-    waits, then finds it done), skip it unless it is due, call `act` (None = success, else
-    the error), record the outcome or the next retry, mark the outbox row done, commit."""
+def _perform(model: type[Effect], topic: str, row_id: int,
+             act: Callable[[Any, datetime], tuple[str | None, dict[str, Any]]],
+             done_status: str, max_attempts: int, schedule: list[int],
+             wait_for: Callable[[Any], datetime | None | bool] = lambda row: False) -> str:
+    """One attempt of an effect row, at most one at a time: claim it with a lease and commit,
+    run `act` (network I/O, no transaction or lock held; returns the error or None, and the
+    columns to store), then record the outcome under the lease. `wait_for(row)` may hold the
+    attempt back: False = go, None = wait until handed over again, a time = check again then."""
     session = db.session
-    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model))
     now = utcnow()
-    if row is None:
-        session.rollback()
-        return "unknown"
-    if _due(row, now) and ready(row):
-        row.attempts += 1
-        error = act(row, now)
-        if error is None:
-            row.status, row.last_error, row.next_attempt_at = done_status, None, None
-        else:
-            _failed(row, error, now, max_attempts, schedule)
-    _finish_outbox(topic, row_id, now)
+    lease = _claim(model, row_id, now)
+    if lease is None:  # sent, failed, not due yet, or another worker holds a live lease
+        outbox.finish(topic, row_id, now)
+        session.commit()
+        return session.scalar(select(model.status).where(model.id == row_id)) or "unknown"
+    row = session.scalars(select(model).where(model.id == row_id)
+                          .execution_options(populate_existing=True)).one()
+    hold = wait_for(row)
+    if hold is not False:
+        _settle(model, row_id, lease, {"status": "pending", "attempts": row.attempts - 1,
+                                       "next_attempt_at": hold})
+        outbox.finish(topic, row_id, now)
+        session.commit()
+        return "waiting"
+    session.commit()  # the claim is visible to every worker before any I/O starts
+    error, stored = act(row, now)
+    values = {**_outcome(row, error, done_status, utcnow(), max_attempts, schedule), **stored}
+    if not _settle(model, row_id, lease, values):
+        log.warning("%s %s: lease lost during the attempt; its outcome is not recorded",
+                    topic, row_id)
+    outbox.finish(topic, row_id, now)
+    if values["status"] != "pending":
+        _release_next(model, row)
     session.commit()
-    return row.status
+    return values["status"]
 
 
+@jobs.handler(SEND_EMAIL)
 def send_email(email_id: int) -> str:
-    """Send one stored email once. The row stays locked while SMTP runs; a worker killed
-    mid-send rolls back and the message is sent by the next run."""
+    """Send one stored email (at most one attempt at a time; see `_perform`)."""
     cfg = current_app.config
 
-    def act(msg: EmailMessage, now: datetime) -> str | None:
+    def act(msg: EmailMessage, now: datetime) -> tuple[str | None, dict[str, Any]]:
         site = db.session.get(Site, msg.site_id)
         customer_facing = msg.kind in ("thanks", "resolution", "verification")
         reply_to = site.support_contact if site and customer_facing else None
+        mime = mail.build(msg, from_name=site.name if site else None, reply_to=reply_to)
+        db.session.commit()  # end the read transaction: nothing is held during SMTP
         try:
-            mail.send(mail.build(msg, from_name=site.name if site else None, reply_to=reply_to))
+            mail.send(mime)
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("email %s (%s) failed: %s", msg.id, msg.kind, exc)
-            return f"{type(exc).__name__}: {exc}"
-        msg.sent_at = now
-        return None
+            return f"{type(exc).__name__}: {exc}", {}
+        return None, {"sent_at": utcnow()}
 
     return _perform(EmailMessage, SEND_EMAIL, email_id, act, "sent",
                     cfg["MAIL_MAX_ATTEMPTS"], cfg["MAIL_RETRY_SECONDS"])
 
 
+def _earlier_pending(delivery: WebhookDelivery) -> bool:
+    """Whether an earlier delivery of the same case to the same endpoint is still owed."""
+    if delivery.case_id is None:
+        return False
+    return db.session.scalar(select(WebhookDelivery.id).where(
+        WebhookDelivery.endpoint_id == delivery.endpoint_id,
+        WebhookDelivery.case_id == delivery.case_id,
+        WebhookDelivery.id < delivery.id,
+        WebhookDelivery.status.in_(("pending", "sending")),
+    ).limit(1)) is not None
+
+
+def _release_next(model: type[Effect], row: Effect) -> None:
+    """A delivery is settled: hand over the next one of its case to the same endpoint."""
+    if model is not WebhookDelivery or row.case_id is None:  # type: ignore[union-attr]
+        return
+    nxt = db.session.scalar(select(WebhookDelivery.id).where(
+        WebhookDelivery.endpoint_id == row.endpoint_id,  # type: ignore[union-attr]
+        WebhookDelivery.case_id == row.case_id,  # type: ignore[union-attr]
+        WebhookDelivery.id > row.id,
+        WebhookDelivery.status == "pending",
+    ).order_by(WebhookDelivery.id).limit(1))
+    if nxt is not None:
+        db.session.execute(update(WebhookDelivery).where(WebhookDelivery.id == nxt)
+                           .values(next_attempt_at=None))
+        outbox.rearm(DELIVER_WEBHOOK, nxt)
+
+
+@jobs.handler(DELIVER_WEBHOOK)
 def deliver_webhook(delivery_id: int) -> str:
-    """Attempt one webhook delivery (signed, SSRF-guarded, bounded by WEBHOOK_TIMEOUT)."""
+    """Attempt one webhook delivery (signed, SSRF-guarded, bounded by WEBHOOK_TIMEOUT); the
+    deliveries of one case to one endpoint leave in the order their events happened."""
     cfg = current_app.config
 
-    def act(delivery: WebhookDelivery, now: datetime) -> str | None:
+    def wait_for(delivery: WebhookDelivery) -> datetime | None | bool:
+        if not delivery.endpoint.active:
+            return None  # a disabled endpoint's deliveries wait until it is enabled again
+        if _earlier_pending(delivery):
+            # Released by the earlier delivery when it settles; checked again meanwhile.
+            return utcnow() + timedelta(seconds=int(cfg["WEBHOOK_ORDER_RECHECK_SECONDS"]))
+        return False
+
+    def act(delivery: WebhookDelivery, now: datetime) -> tuple[str | None, dict[str, Any]]:
         result = webhooks.attempt(delivery, db.session.get(Site, delivery.site_id))
+        db.session.commit()  # the attempt's log row
         if not result.ok:
-            return result.error or f"HTTP {result.status}"
-        delivery.delivered_at = utcnow()
-        return None
+            return result.error or f"HTTP {result.status}", {}
+        return None, {"delivered_at": utcnow()}
 
     return _perform(WebhookDelivery, DELIVER_WEBHOOK, delivery_id, act, "succeeded",
-                    cfg["WEBHOOK_MAX_ATTEMPTS"], cfg["WEBHOOK_RETRY_SECONDS"],
-                    ready=lambda d: d.endpoint.active)  # a disabled endpoint waits
+                    cfg["WEBHOOK_MAX_ATTEMPTS"], cfg["WEBHOOK_RETRY_SECONDS"], wait_for)
 
 
 def redeliver(delivery_id: int) -> Dispatch:
@@ -242,21 +309,27 @@ def redeliver(delivery_id: int) -> Dispatch:
     if delivery is None:
         raise LookupError(f"no delivery {delivery_id}")
     delivery.status, delivery.attempts, delivery.next_attempt_at = "pending", 0, None
+    delivery.lease_until = None
+    outbox.rearm(DELIVER_WEBHOOK, delivery.id)
     db.session.commit()
     return [(DELIVER_WEBHOOK, delivery.id)]
 
 
 def retry_due(now: datetime | None = None, limit: int = 500) -> int:
-    """Cron: dispatch emails and deliveries whose retry time has come."""
+    """Cron: hand over emails and deliveries whose retry time has come or whose lease ran out
+    (the worker holding it died)."""
     now = now or utcnow()
     items: Dispatch = []
     for model, topic in ((EmailMessage, SEND_EMAIL), (WebhookDelivery, DELIVER_WEBHOOK)):
         ids = db.session.scalars(
-            select(model.id).where(model.status == "pending", model.next_attempt_at.is_not(None),
-                                   model.next_attempt_at <= now)
-            .order_by(model.next_attempt_at).limit(limit)
+            select(model.id).where(
+                or_(and_(model.status == "pending", model.next_attempt_at.is_not(None),
+                         model.next_attempt_at <= now),
+                    and_(model.status == "sending", model.lease_until < now)))
+            .order_by(model.id).limit(limit)
         ).all()
         items += [(topic, i) for i in ids]
     db.session.rollback()
-    dispatch_all(items)
+    if items:
+        jobs.backend().hand_over(items)
     return len(items)

@@ -25,7 +25,7 @@ from ..models import (
     UTCDateTime,
     utcnow,
 )
-from . import notify
+from . import alerts, notify
 
 # stage -> (done column, due column, the site's target attribute or None)
 STAGES: dict[str, tuple[Any, Any, str | None]] = {
@@ -115,8 +115,10 @@ MAX_LEAD = timedelta(days=1)
 
 
 def scan(now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
-    """Cron: raise each due reminder and breach once (UNIQUE case/stage/kind/cycle)."""
+    """Cron: raise each due reminder and breach once (UNIQUE case/stage/kind/cycle). First,
+    send the summaries of alerts held back by the flood bound in windows that ended."""
     now = now or utcnow()
+    alerts.flush_summaries(now)  # its own transaction
     counts = {"reminder": 0, "breach": 0}
     effects: notify.Dispatch = []
     for stage in ALERT_STAGES:
@@ -147,8 +149,7 @@ def scan(now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
                                      due_at=due_at, created_at=now))
             counts[kind] += 1
             effects += _alert_effects(c, response, moment, site, stage, kind, due_at)
-    db.session.commit()
-    notify.dispatch_all(effects)
+    db.session.commit()  # hands the alerts over
     return counts
 
 
@@ -165,5 +166,5 @@ def _alert_effects(c: Case, response: Response, moment: Moment, site: Site, stag
     if kind == "breach":
         data = {**notify.case_data(c, response, moment.key), "stage": stage,
                 "due_at": due_at.isoformat()}
-        out += notify.webhook(site, "sla.breached", ref, data, c.team)
+        out += notify.webhook(site, "sla.breached", ref, data, c.team, case_id=c.id)
     return out

@@ -121,6 +121,8 @@ class _Effect:
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # status "sending": claimed by one worker until then; an expired lease is retried.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class WebhookDelivery(_Effect, db.Model):  # type: ignore[name-defined]
@@ -130,6 +132,7 @@ class WebhookDelivery(_Effect, db.Model):  # type: ignore[name-defined]
     __table_args__ = (
         UniqueConstraint("endpoint_id", "dedupe_key"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_case", "endpoint_id", "case_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -143,6 +146,8 @@ class WebhookDelivery(_Effect, db.Model):  # type: ignore[name-defined]
     payload: Mapped[str] = mapped_column(Text)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Deliveries of one case to one endpoint leave in id (= event) order.
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"))
 
     endpoint: Mapped[WebhookEndpoint] = relationship(lazy="joined")
 
