@@ -24,6 +24,19 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ORIGIN = "https://shop.example"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_instance_folder(tmp_path_factory) -> Iterator[None]:
+    """Every app and every `flask` subprocess of this session (their env copies os.environ)
+    gets an empty instance folder: the developer's instance/config.py never changes a test."""
+    before = os.environ.get("CLOSELOOP_INSTANCE_PATH")
+    os.environ["CLOSELOOP_INSTANCE_PATH"] = str(tmp_path_factory.mktemp("instance"))
+    yield
+    if before is None:
+        os.environ.pop("CLOSELOOP_INSTANCE_PATH", None)
+    else:
+        os.environ["CLOSELOOP_INSTANCE_PATH"] = before
+
+
 def need(service: str, reachable: bool, why: str = "") -> None:
     """Skip on a laptop without `service`; fail in CI, where every service must be there."""
     if reachable:

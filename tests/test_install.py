@@ -158,3 +158,15 @@ def test_make_run_links_use_its_own_port(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_subprocesses_never_read_the_developers_instance():
+    """A `flask` subprocess started the way the tests start them (env copied from os.environ)
+    uses the session's empty instance folder, not the checkout's instance/."""
+    env = {**os.environ, "SECRET_KEY": "instance-test",
+           "CLOSELOOP_PUBLIC_BASE_URL": "https://feedback.example"}
+    code = "from app import create_app; print(create_app().instance_path)"
+    out = _run(sys.executable, "-c", code, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    used = Path(out.stdout.strip())
+    assert used != ROOT / "instance" and ROOT not in used.parents
