@@ -21,8 +21,12 @@ from .models import Impression, Moment, Site, utcnow
 
 CHANNELS = ("web", "app", "email", "sms", "chat", "kiosk")
 MAX_SKUS = 20
-_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$")
-_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")  # used with fullmatch
+_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_SITE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+# Ids, SKUs and URLs end up in email bodies, headers and webhook payloads: no control
+# characters (C0, DEL, C1), no Unicode line or paragraph separators, no lone surrogates.
+_NOT_IN_IDS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class PromptError(Exception):
@@ -59,8 +63,14 @@ def _opt_str(value: Any, name: str, limit: int) -> str | None:
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise PromptError(f"{name} must be a string")
     value = str(value).strip()
-    if len(value) > limit or "\x00" in value:
-        raise PromptError(f"{name} is longer than {limit} characters or has a NUL byte")
+    if len(value) > limit:
+        raise PromptError(f"{name} is longer than {limit} characters")
+    bad = _NOT_IN_IDS.search(value)
+    if bad:
+        char = bad.group()
+        what = "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
+        raise PromptError(f"{name} contains {what} (U+{ord(char):04X}); "
+                          "line breaks and control characters are not allowed")
     return value or None
 
 
@@ -76,7 +86,7 @@ def _email(value: Any) -> str | None:
 def normalize_context(data: dict[str, Any], default_locale: str) -> dict[str, Any]:
     """Validate the context fields a token may carry; raise PromptError on any bad one."""
     moment = data.get("moment")
-    if not isinstance(moment, str) or not _KEY.match(moment):
+    if not isinstance(moment, str) or not _KEY.fullmatch(moment):
         raise PromptError("moment is missing or malformed")
     channel = data.get("channel") or "web"
     if channel not in CHANNELS:
@@ -92,7 +102,7 @@ def normalize_context(data: dict[str, Any], default_locale: str) -> dict[str, An
         if sku and sku not in skus:
             skus.append(sku)
     locale = data.get("locale") or data.get("lang") or default_locale
-    if not isinstance(locale, str) or not _LOCALE.match(locale):
+    if not isinstance(locale, str) or not _LOCALE.fullmatch(locale):
         locale = default_locale
     url = _opt_str(data.get("url"), "url", 2000)
     if url and not url.startswith(("http://", "https://")):
@@ -116,7 +126,8 @@ def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
     (detached, read-only); changes made through this code call `forget_site`, and changes
     made elsewhere show within that many seconds.
     """
-    if not isinstance(site_key, str) or not isinstance(moment_key, str) or len(site_key) > 40:
+    if (not isinstance(site_key, str) or not isinstance(moment_key, str)
+            or not _SITE_KEY.fullmatch(site_key) or not _KEY.fullmatch(moment_key)):
         raise PromptError("this prompt names no site or moment")
     cache: dict[tuple[str, str], tuple[float, Site, Moment]] = current_app.extensions.setdefault(
         "closeloop.site_cache", {})
@@ -167,33 +178,44 @@ def issue_public(site: Site, moment: Moment, context: dict[str, Any]) -> str:
 
 
 def verify(token: str) -> Prompt:
-    """Verify a public or merchant-signed token and load its site and moment."""
-    unverified = signing.peek(token)
-    if unverified is None:
-        raise PromptError("this feedback link is not valid")
-    site, moment = load_site_moment(unverified.get("site"), unverified.get("moment"))
+    """Verify a public or merchant-signed token and load its site and moment.
+
+    Our own public tokens are checked first (the app's keys need nothing from the payload),
+    so they are verified before anything in them is decoded. A merchant's token names its
+    site, whose secrets verify it: that payload is peeked at unverified, with a capped
+    inflate and a strict parser (signing.peek), only to find the site."""
     cfg = current_app.config
-    # Try the likely kind first (our public tokens carry PUBLIC_MARK), so the common case
-    # costs one HMAC check; the mark only orders the attempts, it never decides the outcome.
-    kinds = [(site.signing_secrets, signing.VERIFIED_PROMPT, cfg["VERIFIED_PROMPT_MAX_AGE"]),
-             (signing.app_keys(), signing.PUBLIC_PROMPT, cfg["PUBLIC_PROMPT_MAX_AGE"])]
-    if unverified.get(PUBLIC_MARK) == 1:
-        kinds.reverse()
-    payload = None
-    for keys, salt, max_age in kinds:
+    verified = False
+    try:
+        payload: dict[str, Any] | None = signing.loads(
+            signing.app_keys(), signing.PUBLIC_PROMPT, token, cfg["PUBLIC_PROMPT_MAX_AGE"])
+    except signing.TokenExpired:
+        raise PromptError("this feedback link has expired", expired=True) from None
+    except signing.TokenMalformed as exc:
+        raise PromptError(f"this feedback link is not valid: {exc}") from None
+    except signing.TokenInvalid:
+        payload = None
+    if payload is not None:
+        site, moment = load_site_moment(payload.get("site"), payload.get("moment"))
+    else:
+        unverified = signing.peek(token)
+        if unverified is None:
+            raise PromptError("this feedback link is not valid")
+        site, moment = load_site_moment(unverified.get("site"), unverified.get("moment"))
         try:
-            payload = signing.loads(keys, salt, token, max_age)
+            payload = signing.loads(site.signing_secrets, signing.VERIFIED_PROMPT, token,
+                                    cfg["VERIFIED_PROMPT_MAX_AGE"])
         except signing.TokenExpired:
             raise PromptError("this feedback link has expired", expired=True) from None
+        except signing.TokenMalformed as exc:
+            raise PromptError(f"this feedback link is not valid: {exc}") from None
         except signing.TokenInvalid:
-            continue
-        verified = salt == signing.VERIFIED_PROMPT
-        break
-    if payload is None:
-        raise PromptError("this feedback link is not valid")
+            raise PromptError("this feedback link is not valid") from None
+        verified = True
     ctx = normalize_context(payload, site.default_locale)
     nonce = payload.get("n")
     if isinstance(nonce, str) and 8 <= len(nonce) <= 64:
+        _opt_str(nonce, "n", 64)  # refuses control characters; the nonce is used as sent
         submission_id = nonce
     else:  # a merchant token without a nonce: the token itself is the submission
         submission_id = hashlib.sha256(token.encode()).hexdigest()[:32]
@@ -218,7 +240,9 @@ def visitor_hash(site: Site, visitor: str | None) -> str | None:
     if not visitor or not isinstance(visitor, str) or len(visitor) > 100:
         return None
     key = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(key, f"{site.id}:{visitor}".encode(), hashlib.sha256).hexdigest()[:32]
+    # surrogatepass: a lone surrogate (valid JSON, invalid text) must not raise here.
+    data = f"{site.id}:{visitor}".encode("utf-8", "surrogatepass")
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 from wtforms import Form, RadioField, StringField, TextAreaField
 from wtforms.validators import InputRequired, ValidationError
 
-from ..responses import InvalidAnswer, Scale, clean_comment
+from ..responses import InvalidAnswer, Scale, clean_comment, comment_echo
 
 
 class _CleanComment:
@@ -18,6 +18,8 @@ class _CleanComment:
         try:
             field.data = clean_comment(field.data, self.limit)
         except InvalidAnswer as exc:
+            if isinstance(field.data, str):  # the page shows the text again: never a NUL
+                field.data = comment_echo(field.data)
             raise ValidationError(str(exc)) from None
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import TooManyRequests
 
-from .. import prompts, responses
+from .. import prompts, responses, safejson
 from ..errors import error_response
 from ..extensions import csrf, db, limiter
 from ..models import Moment, Site
@@ -48,12 +48,29 @@ bp.add_url_rule("/widget.<version>.js", "widget_versioned", build_only=True)
 # prompt issuance for the script tag
 
 
-def _json_body() -> dict[str, Any]:
-    request.max_content_length = current_app.config["EMBED_MAX_BODY"]
-    data = request.get_json(force=True, silent=True)
-    if not isinstance(data, dict):
-        abort(400, "The body must be a JSON object.")
+def _bounded_body() -> bytes:
+    """The raw body, or 413 past EMBED_MAX_BODY bytes.
+
+    A chunked body has no Content-Length, and werkzeug's limited stream stops quietly AT the
+    limit (the view would see it truncated), so one byte more than allowed is read: if it
+    arrives, the body is too large."""
+    limit = current_app.config["EMBED_MAX_BODY"]
+    if request.content_length is not None and request.content_length > limit:
+        abort(413)
+    request.max_content_length = limit + 1
+    data = request.get_data(cache=True)  # request.form parses these cached bytes
+    if len(data) > limit:
+        abort(413)
     return data
+
+
+def _json_body() -> dict[str, Any]:
+    """The body as a JSON object of valid text (any content type: the widget sends
+    text/plain), or a 400 that says what is wrong with it."""
+    try:
+        return safejson.loads_object(_bounded_body())
+    except safejson.BadJSON as exc:
+        abort(400, str(exc))
 
 
 def _cors(resp: Response, origin: str) -> Response:
@@ -137,7 +154,7 @@ def _form_data() -> MultiDict[str, str]:
                 abort(400, f"{key} has the wrong type.")
             out[key] = str(value)
         return out
-    request.max_content_length = current_app.config["EMBED_MAX_BODY"]
+    _bounded_body()
     return request.form
 
 
