@@ -123,8 +123,10 @@ def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
     """An active moment and its site, or PromptError.
 
     Every prompt request needs both, so they are kept per process for SITE_CACHE_SECONDS
-    (detached, read-only); changes made through this code call `forget_site`, and changes
-    made elsewhere show within that many seconds.
+    (detached, read-only). A cached site is checked against its `settings_version` (bumped by
+    every change to the site or its moments, from any process) at most once per
+    SITE_CACHE_CHECK_SECONDS: one indexed query per site, so a rotated secret, a dropped one,
+    new origins or a changed moment take effect in every process within about that long.
     """
     if (not isinstance(site_key, str) or not isinstance(moment_key, str)
             or not _SITE_KEY.fullmatch(site_key) or not _KEY.fullmatch(moment_key)):
@@ -132,7 +134,8 @@ def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
     cache: dict[tuple[str, str], tuple[float, Site, Moment]] = current_app.extensions.setdefault(
         "closeloop.site_cache", {})
     hit = cache.get((site_key, moment_key))
-    if hit is not None and hit[0] > time.monotonic():
+    now = time.monotonic()
+    if hit is not None and hit[0] > now and _is_current(hit[1], now):
         return hit[1], hit[2]
     row = db.session.execute(
         select(Site, Moment)
@@ -146,15 +149,38 @@ def load_site_moment(site_key: Any, moment_key: Any) -> tuple[Site, Moment]:
     if ttl > 0:
         db.session.expunge(site)
         db.session.expunge(moment)
-        cache[(site_key, moment_key)] = (time.monotonic() + ttl, site, moment)
+        cache[(site_key, moment_key)] = (now + ttl, site, moment)
+        _versions()[site_key] = (now + current_app.config["SITE_CACHE_CHECK_SECONDS"],
+                                 site.settings_version)
     return site, moment
 
 
+def _versions() -> dict[str, tuple[float, int | None]]:
+    # public key -> (next check, settings_version the database had at the last check)
+    return current_app.extensions.setdefault(  # type: ignore[no-any-return]
+        "closeloop.site_versions", {})
+
+
+def _is_current(site: Site, now: float) -> bool:
+    """Whether a cached site is still the database's version (asks at most once per
+    SITE_CACHE_CHECK_SECONDS per site and process, for all of its moments at once)."""
+    versions = _versions()
+    seen = versions.get(site.public_key)
+    if seen is None or seen[0] <= now:
+        version = db.session.scalar(
+            select(Site.settings_version).where(Site.public_key == site.public_key))
+        seen = (now + current_app.config["SITE_CACHE_CHECK_SECONDS"], version)
+        versions[site.public_key] = seen
+    return seen[1] == site.settings_version
+
+
 def forget_site(public_key: str) -> None:
-    """Drop a site's cached rows in this process (after its settings changed)."""
+    """Drop a site's cached rows in this process at once (other processes notice the site's
+    new settings_version within SITE_CACHE_CHECK_SECONDS)."""
     cache = current_app.extensions.get("closeloop.site_cache", {})
     for key in [k for k in cache if k[0] == public_key]:
         cache.pop(key, None)
+    _versions().pop(public_key, None)
 
 
 PUBLIC_MARK = "pub"  # reserved payload key: marks tokens we minted for the script tag

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from .extensions import db
 from .loop import rules
@@ -65,6 +68,28 @@ def create(name: str, origins: list[str], review_url: str | None = None,
     db.session.flush()
     rules.replace(site.id, rules.DEFAULT_RULES)  # commits
     return site
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_settings_version(session: Session, _context: Any, _instances: Any) -> None:
+    """Every change to a site or its moments, from any code path, bumps the site's
+    settings_version in the same transaction: the signal other processes' caches check."""
+    bump: set[int] = set()
+    bumped: set[int] = set()
+    for obj in session.dirty:
+        if isinstance(obj, Site) and session.is_modified(obj, include_collections=False):
+            # An SQL expression: the UPDATE increments what the row holds, no lost bump.
+            obj.settings_version = Site.settings_version + 1
+            bumped.add(obj.id)
+        elif isinstance(obj, Moment) and session.is_modified(obj, include_collections=False):
+            bump.add(obj.site_id)
+    for obj in (*session.new, *session.deleted):
+        if isinstance(obj, Moment) and obj.site_id is not None:
+            bump.add(obj.site_id)
+    if bump - bumped:
+        session.connection().execute(
+            update(Site).where(Site.id.in_(bump - bumped))
+            .values(settings_version=Site.settings_version + 1))
 
 
 def by_key(public_key: str) -> Site | None:

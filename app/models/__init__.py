@@ -103,6 +103,9 @@ class Site(db.Model):  # type: ignore[name-defined]
     # Webhooks to loopback/private addresses are refused unless the site opts in
     # (an on-premise helpdesk on the merchant's own network).
     webhooks_allow_private: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped by every change to the site or its moments (app/sites.py), so each process's
+    # cached copy (app/prompts.py) notices within SITE_CACHE_CHECK_SECONDS.
+    settings_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
