@@ -103,7 +103,7 @@ def test_one_click_then_comment(app, client, site):
         assert r.comment == "I want a refund"
         assert db.session.scalar(select(Case.priority)) == "critical"
         kinds = db.session.scalars(select(CaseEvent.kind).order_by(CaseEvent.id)).all()
-        assert kinds == ["routed", "rerouted"]
+        assert kinds == ["routed", "rerouted", "alerted"]  # the support contact heard it
 
 
 def test_one_click_bad_rating(app, client, site):

@@ -513,6 +513,35 @@ def test_weekly_digest_figures(make_app, db_kind, clock):
         assert _count(EmailMessage, EmailMessage.kind == "digest") == 1
 
 
+def test_empty_week_sends_no_digest(make_app, db_kind, clock):
+    """A team with no answers and no case activity last week gets no digest; a timeline event
+    on one of its older cases (work done last week) is activity, so that week's digest goes."""
+    app = make_app(db_kind, MAIL_PORT=free_port())
+    site = make_site(app)
+    support_id = _support_with_email(app, site)
+    now = datetime(2030, 3, 11, 7, 0, tzinfo=UTC)  # a Monday
+    week_start = now.replace(hour=0) - 7 * D
+    clock.set(now)
+    with app.app_context():
+        ms = _moments(site.id)
+        old = _add(site.id, ms["checkout"], week_start - 10 * D, 1, team="support",
+                   comment="older")
+        _add(site.id, ms["checkout"], now - H, 1, team="support")  # this week: not last week
+        _add(site.id, ms["checkout"], week_start + D, 1, team="sales")  # another team's
+        db.session.commit()
+        assert cron.weekly_digest(now) == 0
+        assert _count(EmailMessage, EmailMessage.kind == "digest") == 0
+
+        db.session.add(CaseEvent(case_id=old["case_id"], kind="acknowledged",
+                                 actor="agent@shop.example", created_at=week_start + 2 * D))
+        db.session.commit()
+        assert cron.weekly_digest(now) == 1
+        (digest,) = db.session.scalars(select(EmailMessage).where(EmailMessage.kind == "digest"))
+        assert digest.recipients == [SUPPORT]
+        assert digest.ref_key == f"team:{support_id}:2030-W10"
+        assert "Answers: 0 (previous week: 0)" in digest.body_text
+
+
 # -- 4. retention -------------------------------------------------------------------------------
 
 
