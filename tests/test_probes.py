@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +28,8 @@ from app.extensions import db
 from app.models import Case, Impression, Outbox, Response
 
 from .conftest import ORIGIN, free_port, public_prompt, verified_token
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def stored(app) -> tuple[int, int, int, int]:
@@ -286,6 +294,39 @@ def live(app) -> Iterator[int]:
         server.server_close()
 
 
+@pytest.fixture
+def gunicorn(app, tmp_path) -> Iterator[int]:
+    """The shipped server: gunicorn with gunicorn.conf.py (one gthread worker) on the test
+    app's SQLite database and secret; yields the port once it answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "CLOSELOOP_"))}
+    env.pop("REDIS_URL", None)
+    env.update(SECRET_KEY=app.config["SECRET_KEY"],
+               DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+               CLOSELOOP_INSTANCE_PATH=str(tmp_path / "instance"),
+               CLOSELOOP_PUBLIC_BASE_URL=f"http://localhost:{port}")
+    log = tmp_path / "gunicorn.log"
+    with open(log, "w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait for the listening socket (or the server's death)
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.05)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def chunked(port: int, path: str, body: bytes, content_type: str,
             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """POST `body` with Transfer-Encoding: chunked (4 kB chunks, no Content-Length), to the
@@ -302,8 +343,15 @@ def chunked(port: int, path: str, body: bytes, content_type: str,
         conn.close()
 
 
-def test_chunked_bodies_over_the_limit_are_413(app, client, site, live):
+@pytest.fixture(params=["werkzeug", "gunicorn"])
+def server_port(request) -> int:
+    """Each real server the app runs under: werkzeug's (make run) and gunicorn (production)."""
+    return request.getfixturevalue("live" if request.param == "werkzeug" else "gunicorn")
+
+
+def test_chunked_bodies_over_the_limit_are_413(app, client, site, server_port):
     """Chunked bodies past EMBED_MAX_BODY are 413 (not truncated into a 400 or an answer)."""
+    live = server_port
     limit = app.config["EMBED_MAX_BODY"]
     path = public_prompt(client, site)
     big = "x" * (limit + 10)
@@ -321,8 +369,9 @@ def test_chunked_bodies_over_the_limit_are_413(app, client, site, live):
     assert stored(app)[:3] == (0, 0, 0)
 
 
-def test_chunked_bodies_under_the_limit_are_read_whole(app, client, site, live):
+def test_chunked_bodies_under_the_limit_are_read_whole(app, client, site, server_port):
     """A chunked answer within the limit is parsed whole and stored once."""
+    live = server_port
     path = public_prompt(client, site)
     comment = "z" * 1000
     form = f"pad={'p' * 12000}&rating=4&comment={comment}".encode()
