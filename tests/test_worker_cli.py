@@ -82,5 +82,5 @@ def test_readme_token_snippet(app, client, site):
     exec(code, scope)  # noqa: S102 - our own documentation
     path = scope["link"].split("feedback.example.com", 1)[1]
     assert client.get(path).status_code == 200
-    star = scope["stars"][1].split("feedback.example.com", 1)[1]
+    star = scope["ratings"][1].split("feedback.example.com", 1)[1]
     assert client.get(star).status_code == 200
