@@ -101,8 +101,9 @@ def audience(site: Site, team_key: str | None, flag: str = "alert_critical") -> 
     if reason is None:
         assert team is not None
         return Audience(team_key, team, team.recipients(), "team")
-    if mail.valid_address(site.support_contact):
-        return Audience(team_key, team, [site.support_contact], "support_contact", reason)
+    contact = site.support_contact
+    if contact is not None and mail.valid_address(contact):
+        return Audience(team_key, team, [contact], "support_contact", reason)
     found = owners(site.id)
     if found:
         return Audience(team_key, team, found, "owners", reason)
@@ -240,7 +241,7 @@ def flush_summaries(now: datetime | None = None, limit: int = 5000) -> int:
                           []).append(row)
     effects: notify.Dispatch = []
     for (site_id, team_key, start), items in groups.items():
-        site = db.session.get(Site, site_id)
+        site = db.session.get_one(Site, site_id)  # held rows go with their site (CASCADE)
         aud = audience(site, team_key)
         ref = summary_ref(site_id, team_key, start)
         for held, c, _r, _m in items:
