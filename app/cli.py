@@ -43,7 +43,7 @@ def one_line(exc: BaseException) -> str:
     return f"{type(shown).__name__}: {text}"[:300].rstrip(": ")
 
 
-def _guarded(cmd: click.Command) -> click.Command:
+def _guarded(cmd: click.Command | None) -> click.Command | None:
     """Wrap a top-level command (a group covers its subcommands) so an unexpected exception
     ends as one `error:` line; `flask --debug` (FLASK_DEBUG) shows the traceback instead."""
     if cmd is None or getattr(cmd, "_closeloop_guarded", False):
@@ -71,9 +71,9 @@ def guard(app: Flask) -> None:
     get_command = app.cli.get_command
 
     def guarded_get_command(ctx: click.Context, name: str) -> click.Command | None:
-        return _guarded(get_command(ctx, name))  # type: ignore[arg-type]
+        return _guarded(get_command(ctx, name))
 
-    app.cli.get_command = guarded_get_command  # type: ignore[method-assign]
+    app.cli.get_command = guarded_get_command  # type: ignore[method-assign,assignment]
     from flask_migrate.cli import db as db_group
 
     _guarded(db_group)
