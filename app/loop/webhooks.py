@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import delete, func, or_, select
 
 from ..extensions import db
 from ..models import DeliveryAttempt, Site, Team, WebhookDelivery, WebhookEndpoint, utcnow
@@ -68,6 +68,64 @@ def create_endpoint(site: Site, url: str, events: list[str], team_id: int | None
     db.session.add(endpoint)
     db.session.commit()
     return endpoint
+
+
+def endpoints_of(site: Site) -> list[tuple[WebhookEndpoint, str | None, int]]:
+    """A site's endpoints with their team key (None = site-wide) and number of pending
+    deliveries, oldest first."""
+    pending = (select(func.count(WebhookDelivery.id))
+               .where(WebhookDelivery.endpoint_id == WebhookEndpoint.id,
+                      WebhookDelivery.status.in_(("pending", "sending")))
+               .scalar_subquery())
+    rows = db.session.execute(
+        select(WebhookEndpoint, Team.key, pending)
+        .outerjoin(Team, Team.id == WebhookEndpoint.team_id)
+        .where(WebhookEndpoint.site_id == site.id).order_by(WebhookEndpoint.id)
+    ).all()
+    return [(e, key, n) for e, key, n in rows]
+
+
+def _endpoint(endpoint_id: int) -> WebhookEndpoint:
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise LookupError(f"no webhook endpoint {endpoint_id}")
+    return endpoint
+
+
+def set_active(endpoint_id: int, active: bool) -> tuple[WebhookEndpoint, int]:
+    """Disable or enable an endpoint (commits); returns it and how many deliveries are
+    pending. A disabled endpoint is sent nothing: it gets no deliveries for new events, and
+    its pending deliveries wait (the send job puts them back untried). Enabling hands every
+    pending delivery over again, oldest first (the send job keeps one case's in order);
+    one that is backing off after a failure still waits for its retry time."""
+    from ..jobs import outbox
+    from .notify import DELIVER_WEBHOOK  # notify imports this module
+
+    endpoint = _endpoint(endpoint_id)
+    endpoint.active = active
+    pending = db.session.scalars(
+        select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id,
+                                         WebhookDelivery.status == "pending")
+        .order_by(WebhookDelivery.id)).all()
+    if active:
+        for delivery_id in pending:
+            outbox.rearm(DELIVER_WEBHOOK, delivery_id)
+    db.session.commit()
+    return endpoint, len(pending)
+
+
+def remove_endpoint(endpoint_id: int) -> tuple[WebhookEndpoint, int]:
+    """Delete an endpoint for good (commits), with its signing secret, its pending
+    deliveries and its delivery log; returns it and the number of deliveries deleted.
+    Disable an endpoint instead to stop sending but keep its log."""
+    endpoint = _endpoint(endpoint_id)
+    ids = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id)
+    count = db.session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    db.session.execute(delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(ids)))
+    db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
+    db.session.delete(endpoint)
+    db.session.commit()
+    return endpoint, count
 
 
 def payload(event: str, data: dict[str, Any], at: datetime) -> str:

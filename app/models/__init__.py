@@ -100,8 +100,8 @@ class Site(db.Model):  # type: ignore[name-defined]
     followup_positive_hours: Mapped[int] = mapped_column(Integer, default=168)
     # Reminders go out this long before a stage is due; breach alerts when it passes.
     sla_reminder_minutes: Mapped[int] = mapped_column(Integer, default=30)
-    # Webhooks to loopback/private addresses are refused unless the site opts in
-    # (an on-premise helpdesk on the merchant's own network).
+    # Webhooks to private networks (RFC 1918, IPv6 ULA) are refused unless the site opts in
+    # (an on-premise helpdesk); loopback, link-local and metadata never (app/loop/safehttp.py).
     webhooks_allow_private: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumped by every change to the site or its moments (app/sites.py), so each process's
     # cached copy (app/prompts.py) notices within SITE_CACHE_CHECK_SECONDS.
