@@ -28,6 +28,8 @@ def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     """Whether `text` opens more than `limit` arrays/objects at once (strings are skipped).
 
     Visits only quotes, brackets and escapes, and stops at the first level past the limit."""
+    if text.count("[") + text.count("{") <= limit:  # the usual body: nothing to walk
+        return False
     depth, in_string = 0, False
     for m in _STRUCTURE.finditer(text):
         ch = m.group()

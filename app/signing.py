@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -79,9 +80,15 @@ def app_keys() -> list[str]:
     return [*cfg.get("SECRET_KEY_FALLBACKS", [])[::-1], cfg["SECRET_KEY"]]
 
 
+@lru_cache(maxsize=256)
+def _serializer(keys: tuple[str, ...], salt: str) -> _Serializer:
+    # Building one costs more than checking a signature; they are immutable once built.
+    return _Serializer(list(keys), salt=salt)
+
+
 def dumps(keys: Sequence[str], salt: str, payload: dict[str, Any]) -> str:
     """Sign `payload` with the newest of `keys` for the purpose `salt`."""
-    return _Serializer(list(keys), salt=salt).dumps(payload)
+    return _serializer(tuple(keys), salt).dumps(payload)
 
 
 def loads(keys: Sequence[str], salt: str, token: str, max_age: int) -> dict[str, Any]:
@@ -90,7 +97,7 @@ def loads(keys: Sequence[str], salt: str, token: str, max_age: int) -> dict[str,
     if not keys or len(token) > MAX_TOKEN_CHARS:
         raise TokenInvalid("token too long or no key")
     try:
-        payload = _Serializer(list(keys), salt=salt).loads(token, max_age=max_age)
+        payload = _serializer(tuple(keys), salt).loads(token, max_age=max_age)
     except SignatureExpired as exc:
         raise TokenExpired(str(exc)) from None
     except BadJSON as exc:
