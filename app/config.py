@@ -25,7 +25,7 @@ class Defaults:
     JOBS_SWEEP_SECONDS = 60
     # How often each `flask worker` runs RQ's maintenance (abandoned jobs of dead workers).
     JOBS_MAINTENANCE_SECONDS = 60
-    OUTBOX_SWEEP_GRACE = timedelta(seconds=30)
+    OUTBOX_SWEEP_GRACE = 30  # seconds a new outbox row is left to its own hand-over
     OUTBOX_MAX_ATTEMPTS = 10
     # A claimed email or webhook is reserved this long for one attempt; if the worker dies the
     # lease runs out and the row is tried again. Keep it above the longest attempt.

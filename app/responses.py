@@ -12,8 +12,8 @@ from sqlalchemy import Executable, Integer, Text, bindparam, func, insert, liter
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
-from .jobs import on_commit, outbox
 from .extensions import db
+from .jobs import on_commit, outbox
 from .models import (
     Case,
     Outbox,

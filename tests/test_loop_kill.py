@@ -10,9 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from redis import Redis
 from rq import Queue

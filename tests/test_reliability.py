@@ -165,7 +165,7 @@ def test_inline_runner_routes_and_sweeps_on_its_own(make_app, monkeypatch):
     timer sweeps what a lost hand-over left behind without any request arriving."""
     import time
 
-    app = make_app(JOBS_SWEEP_SECONDS=1, OUTBOX_SWEEP_GRACE=__import__("datetime").timedelta(0))
+    app = make_app(JOBS_SWEEP_SECONDS=1, OUTBOX_SWEEP_GRACE=0)
     site = make_site(app)
     app_jobs.start_background(app)
     runner = app.extensions["closeloop.jobs"].runner

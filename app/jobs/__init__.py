@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Item = tuple[str, int]
 _HANDLERS: dict[str, Callable[[int], Any]] = {}
 _TASKS: dict[str, Task] = {}
+_WARMUPS: list[Callable[[Flask], Any]] = []
 _HANDOVER = "closeloop.handover"  # session.info key: items owed once this transaction commits
 _COMMITTED = "closeloop.committed"  # ... and committed, handed over when the transaction ends
 
@@ -71,6 +72,25 @@ def task(name: str, every: int | None = None,
         _TASKS[name] = Task(name, func, every, cron)
         return func
     return wrap
+
+
+def warmup(func: Callable[[Flask], Any]) -> Callable[[Flask], Any]:
+    """Register a function that loads what jobs would otherwise load lazily (templates, language
+    profiles...). `flask worker` runs them once before it forks: a forked work horse inherits
+    them, where each horse would else pay for them again on every job."""
+    if func not in _WARMUPS:
+        _WARMUPS.append(func)
+    return func
+
+
+def warm_up(app: Flask) -> None:
+    """Run every registered warm-up inside an app context (failures only cost speed)."""
+    with app.app_context():
+        for func in _WARMUPS:
+            try:
+                func(app)
+            except Exception:  # noqa: BLE001 - a cold cache is slower, not wrong
+                log.warning("warm-up %s failed", getattr(func, "__name__", func), exc_info=True)
 
 
 def topics() -> list[str]:

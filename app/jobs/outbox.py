@@ -57,6 +57,8 @@ def sweep(now: datetime | None = None, grace: timedelta | None = None, limit: in
     now = now or utcnow()
     cfg = current_app.config
     grace = cfg["OUTBOX_SWEEP_GRACE"] if grace is None else grace
+    if not isinstance(grace, timedelta):  # seconds, as an environment variable gives it
+        grace = timedelta(seconds=float(grace))
     rows = list(db.session.scalars(
         select(Outbox)
         .where(Outbox.done_at.is_(None), Outbox.failed_at.is_(None),

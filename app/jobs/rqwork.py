@@ -112,10 +112,12 @@ def run_worker(app: Flask, burst: bool = False, simple: bool = False,
                echo: Any = print) -> None:
     """`flask worker`: sweep the outbox, then work; when Redis goes away, wait with backoff,
     reconnect, sweep again and go on (a process manager is not needed to survive an outage)."""
+    from . import warm_up
     from .outbox import sweep
 
     jobs = app.extensions["closeloop.jobs"]
     cls = AppSimpleWorker if simple else AppWorker
+    warm_up(app)  # once, before any fork
     failures = 0
     while True:
         try:

@@ -79,7 +79,7 @@ def verify_links(case: Case) -> dict[str, str]:
 def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
                resolution: str | None = None, root_cause: str | None = None,
                customer_message: str | None = None) -> Case:
-    """Move a case to `to`, recording the event and its effects; commits and dispatches."""
+    """Move a case to `to`, recording the event and its effects; its commit hands them over."""
     loaded = load(case_id)
     if loaded is None:
         db.session.rollback()
@@ -115,7 +115,7 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
                             **({"customer_message": True} if customer_message else {})})
     db.session.add(event)
     db.session.flush()
-    effects = _effects(case, response, moment, site, event)
+    _effects(case, response, moment, site, event)
     db.session.commit()  # hands the effects over
     return case
 

@@ -1,7 +1,7 @@
 """Effect leases (emails, webhook deliveries) and per-case webhook order
 
 Revision ID: b7e1c0d4a9f2
-Revises: 631b88a7d3f9
+Revises: c4f3a1d2e5b6
 Create Date: 2026-11-29 18:10:00
 
 """
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'b7e1c0d4a9f2'
-down_revision = '631b88a7d3f9'
+down_revision = 'c4f3a1d2e5b6'
 branch_labels = None
 depends_on = None
 
