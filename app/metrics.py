@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Select, case, func, select
 
@@ -32,8 +32,10 @@ class Summary:
         return self.negative / self.volume if self.volume else None
 
 
-def _scoped(q: Select[Any], site_id: int, start: datetime, end: datetime,
-            team: str | None) -> Select[Any]:
+Q = TypeVar("Q", bound=Select)  # any select, whatever its columns
+
+
+def _scoped(q: Q, site_id: int, start: datetime, end: datetime, team: str | None) -> Q:
     q = q.where(Response.site_id == site_id, Response.created_at >= start,
                 Response.created_at < end)
     if team is not None:

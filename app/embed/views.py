@@ -19,6 +19,7 @@ from flask import (
     request,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_babel import force_locale
 from limits import parse as parse_limit
 from sqlalchemy import select
@@ -73,8 +74,9 @@ def _json_body() -> dict[str, Any]:
         abort(400, str(exc))
 
 
-def _cors(resp: Response, origin: str) -> Response:
-    resp.headers["Access-Control-Allow-Origin"] = origin
+def _cors(resp: Response, origin: str | None) -> Response:
+    if origin:  # always, once allows_origin() said yes
+        resp.headers["Access-Control-Allow-Origin"] = origin
     resp.headers["Vary"] = "Origin"
     return resp
 
@@ -196,7 +198,7 @@ def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str
 
 @bp.get("/p/<token>")  # and HEAD
 @limiter.exempt  # reads nothing but the token and cached rows; ?rating=N is limited below
-def prompt_page(token: str) -> Response | tuple[str, int] | str:
+def prompt_page(token: str) -> ResponseReturnValue:
     """The rating form (works with JS off). With ?rating=N, a one-click rating from an email
     or SMS, the same form with that rating chosen and one button to send it (frame.js sends
     it by itself): opening a link never stores anything, because mail scanners and link
@@ -226,13 +228,13 @@ def _one_click_page(p: prompts.Prompt, token: str, parent: str | None) -> tuple[
 
 @bp.post("/p/<token>")
 @csrf.exempt  # no session cookie is involved: the signed token is the authority
-def prompt(token: str) -> Response | tuple[str, int] | str:
+def prompt(token: str) -> ResponseReturnValue:
     """Validate and store an answer, then the thank-you page (or JSON for fetch clients)."""
     return _prompt(token)
 
 
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
-def _prompt(token: str) -> Response | tuple[str, int] | str:
+def _prompt(token: str) -> ResponseReturnValue:
     """Answer a prompt: POST of the form or JSON."""
     checked = _verify_or_error(token)
     if isinstance(checked, Response):
@@ -324,7 +326,7 @@ def _load_answer(public_id: str) -> tuple[Answer, Site, Moment]:
 @bp.route("/t/<public_id>", methods=["GET", "POST"])
 @csrf.exempt  # the unguessable public id is the authority, as the token is for /p
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"], methods=["POST"])
-def thanks(public_id: str) -> Response | tuple[str, int] | str:
+def thanks(public_id: str) -> ResponseReturnValue:
     """Segment-specific thank-you; offers "anything to add?" while the answer has no comment
     and its case is new. A comment POSTed here is stored as on the prompt (appended while the
     case is new) or refused with the reason; never thanked for and dropped."""

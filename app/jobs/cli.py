@@ -19,7 +19,8 @@ def register(app: Flask) -> None:
 
         if backend().kind != "rq":
             raise click.UsageError("REDIS_URL is not set: jobs run in the web process.")
-        run_worker(current_app._get_current_object(), burst=burst, simple=simple,
+        run_worker(current_app._get_current_object(),  # type: ignore[attr-defined]
+                   burst=burst, simple=simple,
                    echo=click.echo)
 
     @app.cli.command("cron")
@@ -33,7 +34,7 @@ def register(app: Flask) -> None:
 
         if backend().kind != "rq":
             raise click.UsageError("REDIS_URL is not set: the web process runs the schedule.")
-        app_obj = current_app._get_current_object()
+        app_obj = current_app._get_current_object()  # type: ignore[attr-defined]
         run_cron(app_obj, interval or int(app_obj.config["JOBS_SWEEP_SECONDS"]),
                  echo=click.echo)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timedelta
+from typing import TextIO
 
 import click
 from flask import Flask
@@ -49,7 +50,7 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
     @rules_group.command("import")
     @click.argument("public_key")
     @click.argument("path", type=click.File("r", encoding="utf-8"))
-    def rules_import(public_key: str, path: click.utils.LazyFile) -> None:
+    def rules_import(public_key: str, path: TextIO) -> None:
         """Replace a site's rules with a file's (validated first; all or nothing)."""
         site = _site(public_key)
         fmt = "json" if str(getattr(path, "name", "")).endswith(".json") else None

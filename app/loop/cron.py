@@ -123,6 +123,7 @@ def purge(now: str | datetime | None = None) -> dict[str, int]:
         ("emails", delete(EmailMessage).where(EmailMessage.created_at < cutoff)),
         ("outbox", delete(Outbox).where(Outbox.created_at < cutoff, Outbox.done_at.is_not(None))),
     ):
-        out[name] = db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount
+        done = db.session.execute(stmt.execution_options(synchronize_session=False))
+        out[name] = done.rowcount  # type: ignore[attr-defined]  # a DELETE's CursorResult
     db.session.commit()
     return out

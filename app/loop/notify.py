@@ -178,7 +178,7 @@ def _settle(model: type[Effect], row_id: int, lease: datetime, values: dict[str,
                             model.lease_until == lease)
         .values(lease_until=None, **values)
     )
-    return bool(result.rowcount)
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
 
 def _outcome(row: Effect, error: str | None, done_status: str, now: datetime,
@@ -206,8 +206,9 @@ def _perform(model: type[Effect], topic: str, row_id: int,
         outbox.finish(topic, row_id, now)
         session.commit()
         return session.scalar(select(model.status).where(model.id == row_id)) or "unknown"
-    row = session.scalars(select(model).where(model.id == row_id)
-                          .execution_options(populate_existing=True)).one()
+    row: Effect = session.scalars(  # type: ignore[assignment]  # select(type[A | B])
+        select(model).where(model.id == row_id).execution_options(populate_existing=True)
+    ).one()
     hold = wait_for(row)
     if hold is not False:
         _settle(model, row_id, lease, {"status": "pending", "attempts": row.attempts - 1,
@@ -293,7 +294,7 @@ def deliver_webhook(delivery_id: int) -> str:
         return False
 
     def act(delivery: WebhookDelivery, now: datetime) -> tuple[str | None, dict[str, Any]]:
-        result = webhooks.attempt(delivery, db.session.get(Site, delivery.site_id))
+        result = webhooks.attempt(delivery, db.session.get_one(Site, delivery.site_id))
         db.session.commit()  # the attempt's log row
         if not result.ok:
             return result.error or f"HTTP {result.status}", {}

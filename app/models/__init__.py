@@ -113,9 +113,9 @@ class Site(db.Model):  # type: ignore[name-defined]
 
     def allows_origin(self, origin: str | None) -> bool:
         """True when `origin` (scheme://host[:port]) is one of the site's embedding origins."""
-        return bool(origin) and origin.rstrip("/").lower() in {
+        return bool(origin and origin.rstrip("/").lower() in {
             o.rstrip("/").lower() for o in self.allowed_origins
-        }
+        })
 
 
 class Moment(db.Model):  # type: ignore[name-defined]
