@@ -21,6 +21,9 @@ class Defaults:
     JOBS_BACKEND: str | None = None
     JOBS_QUEUE = "closeloop"
     JOBS_TIMEOUT = 120  # seconds an RQ job may run (EFFECT_LEASE_SECONDS must stay above it)
+    # What a job's commit hands over (its emails and webhooks) runs in the same work horse for
+    # up to this long, the rest goes to the queue (0 = always enqueue). app/jobs/__init__.py.
+    JOBS_FOLLOW_UP_SECONDS = 2.0
     # Outbox sweep and due retries run this often (`flask cron`, or the inline runner).
     JOBS_SWEEP_SECONDS = 60
     # How often each `flask worker` runs RQ's maintenance (abandoned jobs of dead workers).

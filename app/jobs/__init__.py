@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from flask import Flask, current_app
@@ -42,6 +45,7 @@ _TASKS: dict[str, Task] = {}
 _WARMUPS: list[Callable[[Flask], Any]] = []
 _HANDOVER = "closeloop.handover"  # session.info key: items owed once this transaction commits
 _COMMITTED = "closeloop.committed"  # ... and committed, handed over when the transaction ends
+REHEARSAL = "closeloop.rehearsal"  # session.info flag: commits are savepoints, hand nothing over
 
 
 @dataclass(frozen=True)
@@ -83,14 +87,41 @@ def warmup(func: Callable[[Flask], Any]) -> Callable[[Flask], Any]:
     return func
 
 
+@contextmanager
+def rehearsal() -> Iterator[Session]:
+    """A session whose commits are savepoints of one transaction that is rolled back at the
+    end, and which hands nothing over: for warm-ups that run real code paths (so statements
+    get compiled once, before any fork) and leave no trace."""
+    from ..extensions import db
+
+    with db.engine.connect() as conn:
+        outer = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint",
+                          expire_on_commit=False, info={REHEARSAL: True})
+        previous = db.session.registry()
+        db.session.registry.set(session)
+        try:
+            yield session
+        finally:
+            db.session.registry.set(previous)
+            session.close()
+            outer.rollback()
+
+
 def warm_up(app: Flask) -> None:
-    """Run every registered warm-up inside an app context (failures only cost speed)."""
+    """Run every registered warm-up, then each handler once with id 0 (no row has it: the
+    handler only prepares its first statements), inside an app context; failures only cost
+    speed."""
+    from ..extensions import db
+
+    steps = [partial(f, app) for f in _WARMUPS] + [partial(h, 0) for h in _HANDLERS.values()]
     with app.app_context():
-        for func in _WARMUPS:
+        for step in steps:
             try:
-                func(app)
+                step()
             except Exception:  # noqa: BLE001 - a cold cache is slower, not wrong
-                log.warning("warm-up %s failed", getattr(func, "__name__", func), exc_info=True)
+                log.warning("warm-up %s failed", step.func.__name__, exc_info=True)
+            db.session.rollback()
 
 
 def topics() -> list[str]:
@@ -103,8 +134,12 @@ def tasks() -> dict[str, Task]:
     return dict(_TASKS)
 
 
-def perform(topic: str, ref_id: int, job: str | None = None) -> Any:
-    """Run the handler of one outbox item (inside an app context), logging one line for it."""
+def perform(topic: str, ref_id: int, job: str | None = None,
+            follow_up: float = 0.0) -> Any:
+    """Run the handler of one outbox item (inside an app context), logging one line for it.
+
+    With `follow_up` seconds, what the handler's commits hand over runs right here, in this
+    process, until that budget is spent; the rest is enqueued (see Backend.hand_over)."""
     from ..logs import job_log
 
     try:
@@ -112,7 +147,13 @@ def perform(topic: str, ref_id: int, job: str | None = None) -> Any:
     except KeyError:
         raise LookupError(f"no job handler for topic {topic!r}") from None
     with job_log(topic, ref_id, job):
-        return func(ref_id)
+        if follow_up <= 0 or getattr(_follow, "deadline", None) is not None:
+            return func(ref_id)
+        _follow.deadline = time.monotonic() + follow_up
+        try:
+            return func(ref_id)
+        finally:
+            _follow.deadline = None
 
 
 def run_task(name: str, job: str | None = None) -> Any:
@@ -147,7 +188,7 @@ def on_commit(topic: str, ref_id: int, session: Session | None = None) -> None:
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     items = session.info.pop(_HANDOVER, None)
-    if items:
+    if items and not session.info.get(REHEARSAL):
         session.info.setdefault(_COMMITTED, []).extend(items)
 
 
@@ -186,6 +227,13 @@ class Backend:
         self._queue: Any = None
         self.runner: Any = None  # inline.Runner of a served process
 
+    def _enqueue(self, items: list[Item]) -> None:
+        try:
+            self.enqueue(items)
+        except Exception as exc:  # noqa: BLE001 - redis errors of every kind
+            log.warning("enqueue of %d item(s) failed (%s); left to the outbox sweep",
+                        len(items), exc)
+
     # Redis and RQ ---------------------------------------------------------------------------
     @property
     def redis(self) -> Redis:
@@ -216,13 +264,19 @@ class Backend:
 
     # hand-over --------------------------------------------------------------------------
     def hand_over(self, items: list[Item]) -> None:
-        """Give committed items to the backend now; a failure leaves them to the sweep."""
+        """Give committed items to the backend now; a failure leaves them to the sweep.
+
+        With RQ, the follow-ups of a job (the emails and webhooks its routing decided) run in
+        the job's own work horse right after its commit, within JOBS_FOLLOW_UP_SECONDS: each
+        extra job would cost a fork, a database connection and cold caches, several times the
+        work itself. What is left when the budget runs out is enqueued; if the horse dies, the
+        committed outbox rows and leases bring the work back (sweep, retry_due)."""
         if self.kind == "rq":
-            try:
-                self.enqueue(items)
-            except Exception as exc:  # noqa: BLE001 - redis errors of every kind
-                log.warning("enqueue of %d item(s) failed (%s); left to the outbox sweep",
-                            len(items), exc)
+            deadline = getattr(_follow, "deadline", None)
+            if deadline is not None and time.monotonic() < deadline:
+                run_here(self.app, items, deadline, self._enqueue)
+            else:
+                self._enqueue(items)
             return
         runner = self.runner
         if runner is not None and runner.alive():
@@ -232,11 +286,14 @@ class Backend:
 
 
 _draining = threading.local()
+_follow = threading.local()  # .deadline: a job's follow-ups may run in its process until then
 
 
-def run_here(app: Flask, items: list[Item]) -> None:
+def run_here(app: Flask, items: list[Item], deadline: float | None = None,
+             overflow: Callable[[list[Item]], Any] | None = None) -> None:
     """Run items in this thread, each in a fresh app context (so a fresh session). Items that
-    their own commits hand over join the same loop instead of nesting."""
+    their own commits hand over join the same loop instead of nesting. Past `deadline`, the
+    items left go to `overflow`."""
     pending: list[Item] | None = getattr(_draining, "items", None)
     if pending is not None:
         pending.extend(items)
@@ -244,6 +301,10 @@ def run_here(app: Flask, items: list[Item]) -> None:
     _draining.items = pending = list(items)
     try:
         while pending:
+            if deadline is not None and overflow is not None and time.monotonic() > deadline:
+                overflow(list(pending))
+                pending.clear()
+                break
             topic, ref_id = pending.pop(0)
             with app.app_context():
                 from ..extensions import db

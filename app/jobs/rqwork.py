@@ -39,7 +39,10 @@ def _current_job_id() -> str | None:
 
 def perform_item(topic: str, ref_id: int) -> Any:
     """RQ entry point of every outbox item."""
-    return perform(topic, ref_id, _current_job_id())
+    from flask import current_app
+
+    return perform(topic, ref_id, _current_job_id(),
+                   follow_up=float(current_app.config["JOBS_FOLLOW_UP_SECONDS"]))
 
 
 def perform_task(name: str) -> Any:
