@@ -158,3 +158,20 @@ def test_cli_transition_enqueues_its_effects_before_returning(make_app, redis_ur
         assert queue.job_ids == [app_jobs.job_id("deliver_webhook", newest)]
     run_worker(app)
     assert [e for e, _id in flaky.accepted] == ["case.updated", "case.updated"]
+
+
+def test_worker_warm_up_leaves_no_trace(make_app, db_kind, caplog):
+    """The warm-up a worker runs before forking (a rehearsal of the routing path on
+    PostgreSQL) writes nothing that outlives it, and hands nothing over."""
+    from sqlalchemy import func
+
+    from app.models import Outbox, Response
+
+    app = make_app(db_kind)
+    app_jobs.warm_up(app)
+    assert not [r for r in caplog.records if "warm-up" in r.getMessage()]  # all steps ran
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Site)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Response)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Outbox)) == 0
+        assert db.session.scalar(select(func.count()).select_from(EmailMessage)) == 0

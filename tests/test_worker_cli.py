@@ -34,7 +34,7 @@ def test_worker_sweeps_at_start(make_app, redis_url):
     for i in range(3):
         client.post(f"/p/{verified_token(site, n=f'start-{i:05d}')}", data={"rating": "2"})
     proxy.restore()
-    app.config["OUTBOX_SWEEP_GRACE"] = __import__("datetime").timedelta(0)
+    app.config["OUTBOX_SWEEP_GRACE"] = 0
     result = app.test_cli_runner().invoke(args=["worker", "--burst", "--simple"])
     assert result.exit_code == 0, result.output
     assert "outbox sweep at start: 3 item(s) dispatched" in result.output

@@ -94,6 +94,9 @@ def rehearsal() -> Iterator[Session]:
     get compiled once, before any fork) and leave no trace."""
     from ..extensions import db
 
+    if db.engine.dialect.name != "postgresql":
+        # pysqlite's default transaction handling turns SAVEPOINT/RELEASE into real commits.
+        raise RuntimeError("rehearsals need PostgreSQL's savepoints")
     with db.engine.connect() as conn:
         outer = conn.begin()
         session = Session(bind=conn, join_transaction_mode="create_savepoint",

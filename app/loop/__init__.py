@@ -34,7 +34,10 @@ def _warm(app: Flask) -> None:
         with force_locale(babel_locale(locale)):
             format_datetime(now)
             gettext("Thank you")
-    _rehearse_routing()
+    from ..extensions import db
+
+    if db.engine.dialect.name == "postgresql":
+        _rehearse_routing()
 
 
 def _rehearse_routing() -> None:
