@@ -102,7 +102,7 @@ def rehearsal() -> Iterator[Session]:
         session = Session(bind=conn, join_transaction_mode="create_savepoint",
                           expire_on_commit=False, info={REHEARSAL: True})
         previous = db.session.registry()
-        db.session.registry.set(session)
+        db.session.registry.set(session)  # type: ignore[arg-type]  # a plain ORM Session
         try:
             yield session
         finally:

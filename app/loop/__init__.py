@@ -57,8 +57,8 @@ def _rehearse_routing() -> None:
     with app_jobs.rehearsal():
         site = sites.create("warm-up", ["https://warm-up.invalid"],
                             support_contact="warm-up@closeloop.invalid")
-        moment = db.session.scalar(select(Moment).where(Moment.site_id == site.id,
-                                                        Moment.key == "delivery"))
+        moment = db.session.scalars(select(Moment).where(Moment.site_id == site.id,
+                                                         Moment.key == "delivery")).one()
         prompt = Prompt(site=site, moment=moment, verified=True, submission_id="warm-up",
                         channel="email", skus=("SKU-1",), order="1", customer="c-1",
                         email="customer@closeloop.invalid", locale="en")
