@@ -20,14 +20,15 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # Development server: its settings (console mail, the demo shop, a random SECRET_KEY) and its
 # SQLite database live in instance/dev/, which only commands given CLOSELOOP_INSTANCE_PATH
-# load; links in emails point at this HOST and PORT. Without REDIS_URL jobs run in-process.
+# load; links in emails point at this HOST and PORT. Without REDIS_URL jobs and the schedule
+# run in this process (app.wsgi starts the runner thread).
 run: export CLOSELOOP_INSTANCE_PATH ?= $(CURDIR)/instance/dev
 run: export CLOSELOOP_PUBLIC_BASE_URL = http://$(HOST):$(PORT)
 run: $(STAMP)
 	$(BIN)/python -m app.devconfig
 	$(BIN)/flask --app app db upgrade
 	$(BIN)/flask --app app demo --origin http://$(HOST):$(PORT) --origin http://localhost:$(PORT)
-	$(BIN)/flask --app app run --host $(HOST) --port $(PORT)
+	$(BIN)/flask --app app.wsgi run --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -41,6 +41,8 @@ WRK_THREADS = 2
 def env() -> dict[str, str]:
     return {**os.environ, "SECRET_KEY": "bench-secret", "DATABASE_URL": DB_URL,
             "REDIS_URL": REDIS_URL, "PYTHONPATH": str(ROOT),
+            "CLOSELOOP_PUBLIC_BASE_URL": f"http://127.0.0.1:{APP_PORT}",
+            "CLOSELOOP_INSTANCE_PATH": str(ROOT / "bench" / "out" / "instance"),
             "CLOSELOOP_LIMIT_SUBMIT": "100000000 per minute",
             "CLOSELOOP_LIMIT_PROMPT_ISSUE": "100000000 per minute"}
 
@@ -165,12 +167,8 @@ def main() -> int:
     ap.add_argument("--conns", default="8,64")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "results.json"))
     ap.add_argument("--only", default="", help="comma list of: get,post (default both)")
-    ap.add_argument("--relay", action="store_true",
-                    help="run the app with JOBS_RELAY (web commits, workers enqueue)")
     args = ap.parse_args()
     conns = [int(c) for c in args.conns.split(",")]
-    if args.relay:
-        os.environ["CLOSELOOP_JOBS_RELAY"] = "true"
 
     fresh_database()
     _key, paths = seed(n_tokens=40000)
@@ -181,8 +179,8 @@ def main() -> int:
     script = str(ROOT / "bench" / "post.lua")
     engine = sa.create_engine(DB_URL)
     results: dict[str, object] = {"gunicorn": " ".join(GUNICORN), "seconds": args.seconds,
-                                  "relay": args.relay}
-    app = start(os.environ.get("BENCH_APP_TARGET", "app:create_app()"), APP_PORT)
+                                  }
+    app = start(os.environ.get("BENCH_APP_TARGET", "app.wsgi:app"), APP_PORT)
     base = start("bench.baseline:app", BASE_PORT)
     try:
         with engine.begin() as conn:
