@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # Development server: its settings (console mail, the demo shop, a random SECRET_KEY) and its
 # SQLite database live in instance/dev/, which only commands given CLOSELOOP_INSTANCE_PATH
-# load; links in emails point at this HOST and PORT. Without REDIS_URL jobs and the schedule
-# run in this process (app.wsgi starts the runner thread).
+# load; links in emails point at this HOST and PORT. Jobs and the schedule run in this process
+# (app.wsgi starts the runner thread): a REDIS_URL in your shell is not passed on.
 run: export CLOSELOOP_INSTANCE_PATH ?= $(CURDIR)/instance/dev
 run: export CLOSELOOP_PUBLIC_BASE_URL = http://$(HOST):$(PORT)
+run: export REDIS_URL =
+run: export CLOSELOOP_REDIS_URL =
 run: $(STAMP)
 	$(BIN)/python -m app.devconfig
 	$(BIN)/flask --app app db upgrade

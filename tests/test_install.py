@@ -107,7 +107,8 @@ def test_dev_settings_stay_in_the_dev_instance(tmp_path, monkeypatch):
 
 def test_make_run_links_use_its_own_port(tmp_path):
     """`PORT=<p> make run` serves the demo on that port, and the links in the emails a
-    verified answer triggers point at 127.0.0.1:<p> (jobs run in-process, no Redis)."""
+    verified answer triggers point at 127.0.0.1:<p> (jobs run in-process, even with a
+    REDIS_URL in the shell)."""
     import json
     import signal
     import sqlite3
@@ -121,7 +122,9 @@ def test_make_run_links_use_its_own_port(tmp_path):
     developers = _listing(ROOT / "instance")
     port = free_port()
     log = tmp_path / "make-run.log"
-    env = _clean_env(CLOSELOOP_INSTANCE_PATH=str(tmp_path), PORT=str(port))
+    # A REDIS_URL left in the developer's shell is not used: the dev server runs the jobs.
+    env = _clean_env(CLOSELOOP_INSTANCE_PATH=str(tmp_path), PORT=str(port),
+                     REDIS_URL="redis://127.0.0.1:1/0")
     with open(log, "wb") as out:
         proc = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "run"],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
