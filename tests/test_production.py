@@ -324,6 +324,27 @@ def _record(name: str, figures: dict[str, float]) -> None:
 
 
 @pytest.fixture
+def fresh_pg(pg_url) -> Iterator[tuple[str, sa.Engine]]:
+    """A database of this test's own (the session's is shared with other tests), and an engine
+    on it for the test's checks; both gone afterwards."""
+    import uuid
+
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    name = f"closeloop_e2e_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_url.rsplit("/", 1)[0] + "/" + name
+    engine = sa.create_engine(url)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
 def deployments(tmp_path) -> Iterator[list[Deployment]]:
     made: list[Deployment] = []
     yield made
@@ -339,15 +360,15 @@ def _need_binaries() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_production_processes_send_every_email_once(tmp_path, pg_url, smtp, deployments):
+def test_production_processes_send_every_email_once(tmp_path, fresh_pg, smtp, deployments):
     """gunicorn + 2 forking workers + cron: 200 verified detractor answers at ~50/s give 200
     customer emails and 200 alerts to the support contact, each once; the answer→email latency
     is measured (figures in bench/RESULTS.md; asserted only loosely here)."""
     _need_binaries()
     mail_port, box = smtp
     redis = RedisServer(tmp_path)
+    pg_url, engine = fresh_pg
     try:
-        engine = sa.create_engine(pg_url)
         dep = Deployment(tmp_path, _env(tmp_path, pg_url, f"redis://127.0.0.1:{redis.port}/0",
                                         mail_port))
         deployments.append(dep)
@@ -361,14 +382,13 @@ def test_production_processes_send_every_email_once(tmp_path, pg_url, smtp, depl
         figures = _latencies(box, accepted)
         _record("production", figures)
         assert figures["p99"] <= 60
-        engine.dispose()
     finally:
         redis.stop()
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, pg_url, smtp,
+def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, fresh_pg, smtp,
                                                                       deployments):
     """The same answers while Redis is killed for 20 s (it loses its queue), PostgreSQL is cut
     off and back once (a restart as the app sees it), and one worker is SIGKILLed in the
@@ -376,11 +396,11 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, p
     _need_binaries()
     mail_port, box = smtp
     redis = RedisServer(tmp_path)
+    pg_url, engine = fresh_pg
     host, port = re.search(r"@([^:/]+):(\d+)/", pg_url).groups()
     pg = TcpProxy(host, int(port))
     try:
         proxied = pg_url.replace(f"@{host}:{port}/", f"@127.0.0.1:{pg.port}/")
-        engine = sa.create_engine(pg_url)
         dep = Deployment(tmp_path, _env(tmp_path, proxied, f"redis://127.0.0.1:{redis.port}/0",
                                         mail_port))
         deployments.append(dep)
@@ -424,7 +444,6 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, p
         with engine.connect() as c:
             assert c.scalar(sa.text(
                 "SELECT count(DISTINCT submission_id) FROM responses")) == ANSWERS
-        engine.dispose()
     finally:
         pg.cut()
         redis.stop()
@@ -453,7 +472,9 @@ def test_embedded_default_sends_every_email_once(tmp_path, smtp, deployments):
     key, secret = _site(dep)
     dep.gunicorn()
     engine = sa.create_engine(f"sqlite:///{db_file}")
-    accepted = _send(dep, key, secret, "embedded")
-    _check_mail(box, engine, dep)
-    _record("embedded", _latencies(box, accepted))
-    engine.dispose()
+    try:
+        accepted = _send(dep, key, secret, "embedded")
+        _check_mail(box, engine, dep)
+        _record("embedded", _latencies(box, accepted))
+    finally:
+        engine.dispose()
