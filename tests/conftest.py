@@ -204,8 +204,9 @@ def verified_token(site: Site, salt: str = "closeloop.prompt.v1", key: str | Non
     return URLSafeTimedSerializer(key or site.signing_secrets[-1], salt=salt).dumps(data)
 
 
-def run_worker(app: Flask) -> int:
-    """Run a real RQ SimpleWorker in burst mode; returns how many jobs it ran."""
+def run_worker(app: Flask, topic: str | None = None) -> int:
+    """Run a real RQ SimpleWorker in burst mode; returns how many jobs it ran (of `topic`
+    only, when given: how many follow-ups run as jobs of their own depends on timing)."""
     from app import jobs as app_jobs
     from app.jobs.rqwork import AppSimpleWorker
 
@@ -220,7 +221,7 @@ def run_worker(app: Flask) -> int:
 
         Counting([jobs.rq_queue], connection=jobs.redis, app=app).work(
             burst=True, with_scheduler=False)
-        return len(executed)
+        return len([j for j in executed if topic is None or j.startswith(topic + "-")])
 
 
 def login(client: FlaskClient, email: str, password: str):

@@ -17,6 +17,8 @@ from app.models import Case, CaseEvent, Outbox, Response
 from .conftest import make_site, run_worker, verified_token
 from .proxy import TcpProxy
 
+ROUTE = "route_response"
+
 
 def counts(app) -> dict[str, int]:
     with app.app_context():
@@ -68,7 +70,7 @@ def test_redis_down_loses_nothing(make_app, redis_url):
     """Redis unreachable during 100 answers: all 2xx, 100 rows, limiter still limits without
     a 500; once Redis is back one sweep dispatches all 100 and a second sweep none."""
     proxy = TcpProxy("127.0.0.1", 6379)
-    url = f"redis://127.0.0.1:{proxy.port}/15"
+    url = f"redis://127.0.0.1:{proxy.port}/{redis_url.rsplit('/', 1)[1]}"
     app = make_app(REDIS_URL=url, RATELIMIT_STORAGE_URI=url, LIMIT_SUBMIT="130 per minute")
     site = make_site(app)
     client = app.test_client()
@@ -90,7 +92,7 @@ def test_redis_down_loses_nothing(make_app, redis_url):
     accepted = codes.count(303)
     assert sweep_now(app) == 100 + accepted
     assert sweep_now(app) == 0  # queued jobs are not dispatched twice
-    assert run_worker(app) == 100 + accepted
+    assert run_worker(app, ROUTE) == 100 + accepted
     c = counts(app)
     assert (c["pending"], c["routed"]) == (0, 100 + accepted)
     assert sweep_now(app) == 0 and run_worker(app) == 0
@@ -118,7 +120,7 @@ def test_lost_enqueue_is_swept_exactly_once(make_app, redis_url, monkeypatch):
         r = client.post(f"/p/{verified_token(site, n=f'lost-{i:05d}')}", data={"rating": "8"})
         assert r.status_code == 303
     assert sweep_now(app) == 1
-    assert run_worker(app) == 50
+    assert run_worker(app, ROUTE) == 50
     assert counts(app)["routed"] == 50 and counts(app)["pending"] == 0
 
 
@@ -131,7 +133,7 @@ def test_redis_data_loss_recovered(make_app, redis_url):
         client.post(f"/p/{verified_token(site, n=f'flush-{i:05d}')}", data={"rating": "3"})
     Redis.from_url(redis_url).flushdb()
     assert sweep_now(app) == 10
-    assert run_worker(app) == 10
+    assert run_worker(app, ROUTE) == 10
     assert counts(app)["routed"] == 10
 
 
@@ -156,7 +158,7 @@ def test_commit_enqueues_before_returning(make_app, redis_url):
         client.post(f"/p/{verified_token(site, n=f'async-{i:05d}')}", data={"rating": "9"})
         with app.app_context():
             assert app_jobs.backend().rq_queue.count == i + 1
-    assert run_worker(app) == 5
+    assert run_worker(app, ROUTE) == 5
     assert counts(app)["routed"] == 5
 
 

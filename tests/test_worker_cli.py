@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_worker_sweeps_at_start(make_app, redis_url):
     """Answers stored while Redis was down are routed by the next worker that starts."""
     proxy = TcpProxy("127.0.0.1", 6379)
-    url = f"redis://127.0.0.1:{proxy.port}/15"
+    url = f"redis://127.0.0.1:{proxy.port}/{redis_url.rsplit('/', 1)[1]}"
     app = make_app(REDIS_URL=url)
     site = make_site(app)
     proxy.cut()
