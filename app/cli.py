@@ -12,6 +12,8 @@ from sqlalchemy import select
 
 from . import sites as site_ops
 from . import staff as staff_ops
+from .admin import permissions
+from .admin import permissions
 from .extensions import db
 from .models import StaffUser, Team
 
@@ -150,10 +152,47 @@ def register(app: Flask) -> None:
 
     @staff_group.command("list")
     def staff_list() -> None:
-        """List staff accounts: email, role, active or deactivated, created."""
+        """List staff accounts: email, role, active or deactivated, created, site roles."""
+        sites_of = permissions.memberships()
         for user in staff_ops.all_users():
             state = "active" if user.active else "deactivated"
-            click.echo(f"{user.email}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}")
+            member = " ".join(f"{key}:{role}" for key, role in sites_of.get(user.id, [])) or "-"
+            click.echo(f"{user.email}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d}"
+                       f"\t{member}")
+
+    def _staff_and_site(email: str, public_key: str) -> tuple[StaffUser, site_ops.Site]:
+        user = staff_ops.find(email)
+        if user is None:
+            raise CliError(f"no staff account with email {email.strip().lower()}")
+        site = site_ops.by_key(public_key)
+        if site is None:
+            raise CliError(f"no site with public key {public_key}")
+        return user, site
+
+    @staff_group.command("grant")
+    @click.argument("email")
+    @click.argument("public_key")
+    @click.option("--role", type=click.Choice(permissions.ROLES), required=True)
+    def staff_grant(email: str, public_key: str, role: str) -> None:
+        """Make an account a member of a site with a role (or change its role there)."""
+        user, site = _staff_and_site(email, public_key)
+        _membership, previous = permissions.grant(user, site, role, actor="cli")
+        if previous is None:
+            click.echo(f"{user.email} is now {role} of {site.public_key}")
+        else:
+            click.echo(f"{user.email} is now {role} of {site.public_key} (was {previous})")
+
+    @staff_group.command("revoke")
+    @click.argument("email")
+    @click.argument("public_key")
+    def staff_revoke(email: str, public_key: str) -> None:
+        """Remove an account's membership of a site (its access there ends at once)."""
+        user, site = _staff_and_site(email, public_key)
+        try:
+            role = permissions.revoke(user, site, actor="cli")
+        except LookupError as exc:
+            raise CliError(str(exc.args[0])) from None
+        click.echo(f"{user.email} is no longer {role} of {site.public_key}")
 
     @staff_group.command("deactivate")
     @click.argument("email")
@@ -212,6 +251,8 @@ def register(app: Flask) -> None:
         for team in db.session.scalars(select(Team).where(Team.site_id == site.id)):
             team.members.append(user)  # so the demo's alerts and digests have a reader
         db.session.commit()
+        permissions.grant(user, site, "owner", actor="cli")  # access comes from membership
+        permissions.grant(user, site, "owner", actor="cli")  # access comes from membership
         # This service's own address (the demo pages are served here); paths from the URL map,
         # so no request context (whose host TRUSTED_HOSTS might refuse) is needed.
         base = (current_app.config.get("PUBLIC_BASE_URL") or origins[0]).rstrip("/")

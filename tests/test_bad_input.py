@@ -113,8 +113,11 @@ def test_script_in_comment_is_escaped(app, client, site):
     assert client.post(path, data={"rating": "1", "comment": payload}).status_code == 303
     with app.app_context():
         from app import staff
+        from app.admin import permissions
+        from app.models import Site
 
-        staff.create("agent@shop.example", "correct horse battery")
+        user = staff.create("agent@shop.example", "correct horse battery")
+        permissions.grant(user, db.session.get(Site, site.id), "agent")  # only members see it
     assert login(client, "agent@shop.example", "correct horse battery").status_code == 302
     page = client.get("/admin/").get_data(as_text=True)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -15,6 +15,8 @@ from ..models import Case, Moment, Site
 from ..models import Response as Answer
 from . import bp
 from .forms import LoginForm
+from .permissions import requires, scoped, sites_for
+from .permissions import requires, scoped, sites_for
 
 login_manager.login_view = "admin.login"
 
@@ -52,15 +54,16 @@ def logout() -> Response:
 
 
 @bp.get("/")
-@login_required
+@requires("responses.view")
 def responses() -> str:
-    """The newest responses with their case state (read-only)."""
-    rows = db.session.execute(
+    """The newest responses of the signed-in person's sites, with their case state."""
+    rows = db.session.execute(scoped(
         select(Answer, Case, Moment, Site)
         .join(Case, Case.response_id == Answer.id)
         .join(Moment, Moment.id == Answer.moment_id)
         .join(Site, Site.id == Answer.site_id)
         .order_by(Answer.created_at.desc(), Answer.id.desc())
-        .limit(200)
+        .limit(200), Answer.site_id)
     ).all()
-    return render_template("admin/responses.html", rows=rows)
+    no_sites = not rows and not sites_for(None, "responses.view")
+    return render_template("admin/responses.html", rows=rows, no_sites=no_sites)

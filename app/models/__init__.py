@@ -293,7 +293,10 @@ class Outbox(db.Model):  # type: ignore[name-defined]
 
 
 class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
-    """A person who works the loop in the admin."""
+    """A person who works the loop in the admin. What they may do on which site comes only
+    from their SiteMembership rows (owner/lead/agent/viewer per site, app/models/access.py);
+    `role` here is a global label kept for the CLI and the alert fallback to "owners"
+    (app/loop/alerts.py) and grants no access of its own, `admin` included."""
 
     __tablename__ = "staff_users"
 
@@ -309,6 +312,8 @@ class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
         return self.active
 
 
+from .access import SITE_ROLES, AuditEvent, SiteMembership  # noqa: E402
+from .access import SITE_ROLES, AuditEvent, SiteMembership  # noqa: E402
 from .loop import (  # noqa: E402  (the loop's tables, split out to keep this file short)
     CaseAlert,
     DeliveryAttempt,
@@ -325,4 +330,5 @@ __all__ = [
     "Impression", "Moment", "Outbox", "Response", "ResponseSku", "RoutingRule", "Site",
     "StaffUser", "Team", "UTCDateTime", "WebhookDelivery", "WebhookEndpoint", "team_members",
     "new_public_id", "new_public_key", "new_secret", "set_clock", "utcnow",
+    "SITE_ROLES", "AuditEvent", "SiteMembership",
 ]
