@@ -82,7 +82,14 @@ class Defaults:
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
-    PASSWORD_HASH_METHOD = "scrypt:131072:8:1"  # OWASP: scrypt N >= 2**17
+    # Staff sign-in (app/staff.py): argon2id at OWASP's parameters (m=19 MiB, t=2, p=1);
+    # after LOGIN_LOCK_AFTER failed sign-ins in a row an account is locked for
+    # LOGIN_LOCK_SECONDS, doubling with each further failure up to LOGIN_LOCK_MAX_SECONDS.
+    LOGIN_LOCK_AFTER = 5
+    LOGIN_LOCK_SECONDS = 60
+    LOGIN_LOCK_MAX_SECONDS = 900
+    PASSWORD_RESET_MAX_AGE = 3600  # seconds a password-reset link works (once)
+    LIMIT_PASSWORD_RESET = "5 per 15 minutes"
 
     DEMO_SITE_KEY = "pk_demo"
 

@@ -17,6 +17,7 @@ from .safejson import BadJSON, loads_object
 VERIFIED_PROMPT = "closeloop.prompt.v1"  # minted by a merchant's backend with the site secret
 PUBLIC_PROMPT = "closeloop.public-prompt.v1"  # minted by us for the script tag, app secret
 VERIFY_LINK = "closeloop.verify-link.v1"  # "is it resolved?" links in emails, app secret
+PASSWORD_RESET = "closeloop.password-reset.v1"  # staff password-reset links, app secret
 
 MAX_TOKEN_CHARS = 4096
 # A token of at most 4 kB may carry a zlib-compressed payload ('.'-prefixed); deflate can

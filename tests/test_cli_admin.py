@@ -37,13 +37,14 @@ def test_sites_create_refuses_bad_origins(runner, origin):
 
 
 def test_staff_create_and_login(app, client, runner):
-    """Staff accounts use scrypt N=2^17; wrong passwords are refused; next= stays local."""
+    """Staff accounts use argon2id (OWASP: m=19 MiB, t=2, p=1); wrong passwords are refused;
+    next= stays local."""
     out = runner.invoke(args=["staff", "create", "lead@shop.example", "--role", "lead",
                               "--password", "a long enough password"])
     assert out.exit_code == 0, out.output
     with app.app_context():
         assert db.session.scalars(select(StaffUser)).one().password_hash.startswith(
-            "scrypt:131072:8:1$")
+            "$argon2id$v=19$m=19456,t=2,p=1$")
     assert client.get("/admin/").status_code == 302
     bad = login(client, "lead@shop.example", "wrong password!!")
     assert bad.status_code == 200 and "Wrong email or password" in bad.get_data(as_text=True)

@@ -1,8 +1,10 @@
 """Admin forms (Flask-WTF: CSRF on)."""
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
+from wtforms import BooleanField, EmailField, PasswordField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+from ..staff import MIN_PASSWORD_CHARS
 
 
 class LoginForm(FlaskForm):
@@ -10,3 +12,25 @@ class LoginForm(FlaskForm):
 
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+
+
+class LogoutForm(FlaskForm):
+    """Sign out; `everywhere` ends every session of the account."""
+
+    everywhere = BooleanField("Sign out everywhere")
+
+
+class ResetRequestForm(FlaskForm):
+    """Ask for a password-reset link."""
+
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+
+
+class NewPasswordForm(FlaskForm):
+    """Choose a new password from a reset link."""
+
+    password = PasswordField("New password", validators=[
+        DataRequired(), Length(min=MIN_PASSWORD_CHARS, max=200,
+                               message=f"At least {MIN_PASSWORD_CHARS} characters.")])
+    confirm = PasswordField("Repeat the new password", validators=[
+        DataRequired(), EqualTo("password", message="The two passwords differ.")])

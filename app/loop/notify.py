@@ -58,11 +58,11 @@ def already_queued(kind: str, ref_key: str) -> bool:
         EmailMessage.kind == kind, EmailMessage.ref_key == ref_key)) is not None
 
 
-def email(site: Site, kind: str, ref_key: str, recipients: list[str], locale: str,
+def email(site: Site | None, kind: str, ref_key: str, recipients: list[str], locale: str,
           context: dict[str, Any], case_id: int | None = None,
           template: str | None = None) -> Dispatch:
     """Queue one email unless this (kind, ref_key) exists already; renders it now from
-    `email/<template or kind>.*`."""
+    `email/<template or kind>.*`. `site` is None for staff account emails (password reset)."""
     recipients = [r for r in dict.fromkeys(recipients) if mail.valid_address(r)]
     if not recipients:
         return []
@@ -71,7 +71,8 @@ def email(site: Site, kind: str, ref_key: str, recipients: list[str], locale: st
     subject, text, html = mail.render(template or kind, locale, site=site, **context)
     domain = current_app.config["MAIL_FROM"].rpartition("@")[2] or "closeloop.invalid"
     now = utcnow()
-    msg = EmailMessage(site_id=site.id, case_id=case_id, kind=kind, ref_key=ref_key,
+    msg = EmailMessage(site_id=site.id if site else None, case_id=case_id, kind=kind,
+                       ref_key=ref_key,
                        recipients=recipients, locale=locale, subject=subject, body_text=text,
                        body_html=html, message_id=f"<{kind}.{ref_key.replace(':', '.')}@{domain}>",
                        created_at=now)
@@ -235,7 +236,7 @@ def send_email(email_id: int) -> str:
     cfg = current_app.config
 
     def act(msg: EmailMessage, now: datetime) -> tuple[str | None, dict[str, Any]]:
-        site = db.session.get(Site, msg.site_id)
+        site = db.session.get(Site, msg.site_id) if msg.site_id is not None else None
         customer_facing = msg.kind in ("thanks", "resolution", "verification")
         reply_to = site.support_contact if site and customer_facing else None
         mime = mail.build(msg, from_name=site.name if site else None, reply_to=reply_to)

@@ -306,13 +306,18 @@ class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
     role: Mapped[str] = mapped_column(String(16), default="agent")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sign-in hardening (app/staff.py): failed sign-ins in a row and the lock they earned;
+    # session_version is stored in each session at sign-in and bumped by a password change
+    # (or "sign out everywhere"), which ends every session holding an older one.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     @property
     def is_active(self) -> bool:  # flask-login
         return self.active
 
 
-from .access import SITE_ROLES, AuditEvent, SiteMembership  # noqa: E402
 from .access import SITE_ROLES, AuditEvent, SiteMembership  # noqa: E402
 from .loop import (  # noqa: E402  (the loop's tables, split out to keep this file short)
     CaseAlert,

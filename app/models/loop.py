@@ -176,7 +176,10 @@ class EmailMessage(_Effect, db.Model):  # type: ignore[name-defined]
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    # NULL only for staff account emails (password reset), which belong to no site; typed
+    # `int` because every loop email (each has a case or a site) has one.
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"),
+                                         index=True, nullable=True)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"),
                                                 index=True)
     kind: Mapped[str] = mapped_column(String(32))
