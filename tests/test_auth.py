@@ -451,3 +451,20 @@ def test_sign_in_events_go_to_the_audit_log(app, client, runner):
         assert rows[0].details == {"email": "ghost@shop.example"}
         assert rows[6].details == {"failures": 5, "seconds": 60}
         assert {r.remote_addr for r in rows} == {"127.0.0.1"}
+
+
+def test_guessing_locks_yet_password_reset_still_works(app, client):
+    """With the default limits, ten bad sign-ins lock the account and the 11th from that
+    address gets 429; the reset form (its own limit) still works from the same address,
+    and the new password lifts the lock (checklist 25)."""
+    _create(app)
+    codes = [login(client, EMAIL, f"guess number {i}").status_code for i in range(11)]
+    assert codes == [200] * 10 + [429]
+    assert _user(app).locked_until is not None
+    assert "If an account exists" in _ask_reset(client, EMAIL)
+    assert _set_new(client, _link(app), NEW_PASSWORD).status_code == 302
+    user = _user(app)
+    assert (user.failed_logins, user.locked_until) == (0, None)
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "127.0.0.2"
+    assert login(elsewhere, EMAIL, NEW_PASSWORD).status_code == 302
