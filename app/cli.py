@@ -13,7 +13,6 @@ from sqlalchemy import select
 from . import sites as site_ops
 from . import staff as staff_ops
 from .admin import permissions
-from .admin import permissions
 from .extensions import db
 from .models import StaffUser, Team
 
@@ -251,7 +250,6 @@ def register(app: Flask) -> None:
         for team in db.session.scalars(select(Team).where(Team.site_id == site.id)):
             team.members.append(user)  # so the demo's alerts and digests have a reader
         db.session.commit()
-        permissions.grant(user, site, "owner", actor="cli")  # access comes from membership
         permissions.grant(user, site, "owner", actor="cli")  # access comes from membership
         # This service's own address (the demo pages are served here); paths from the URL map,
         # so no request context (whose host TRUSTED_HOSTS might refuse) is needed.
