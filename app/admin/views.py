@@ -1,4 +1,4 @@
-"""Admin views: sign-in, sign-out, responses."""
+"""Admin views: sign-in, sign-out, password reset (the inbox is in inbox.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from .. import staff
-from ..extensions import db, limiter, login_manager
-from ..models import Case, Moment, Site
-from ..models import Response as Answer
+from ..extensions import limiter, login_manager
 from . import bp
 from .forms import LoginForm, LogoutForm, NewPasswordForm, ResetRequestForm
-from .permissions import requires, scoped, sites_for
 
 login_manager.login_view = "admin.login"
 login_manager.session_protection = "strong"  # another address or browser: session deleted
@@ -87,19 +83,3 @@ def reset_password(token: str) -> Response | tuple[str, int] | str:
         return redirect(url_for("admin.login"))
     return render_template("admin/reset_password.html", form=form,
                            min_chars=staff.MIN_PASSWORD_CHARS)
-
-
-@bp.get("/")
-@requires("responses.view")
-def responses() -> str:
-    """The newest responses of the signed-in person's sites, with their case state."""
-    rows = db.session.execute(scoped(
-        select(Answer, Case, Moment, Site)
-        .join(Case, Case.response_id == Answer.id)
-        .join(Moment, Moment.id == Answer.moment_id)
-        .join(Site, Site.id == Answer.site_id)
-        .order_by(Answer.created_at.desc(), Answer.id.desc())
-        .limit(200), Answer.site_id)
-    ).all()
-    no_sites = not rows and not sites_for(None, "responses.view")
-    return render_template("admin/responses.html", rows=rows, no_sites=no_sites)
