@@ -65,7 +65,7 @@ def test_email_links_use_the_public_url_in_and_out_of_requests(make_app):
         assert notify.external_url("embed.verify", token="t1") == f"{BASE}/v/t1"
     with app.test_request_context("/", base_url="http://10.0.0.7:8000"):
         assert notify.external_url("embed.verify", token="t1") == f"{BASE}/v/t1"
-        assert notify.case_url(7) == f"{BASE}/admin/#case-7"
+        assert notify.case_url(7) == f"{BASE}/admin/cases/7"
 
 
 def test_production_refuses_to_start_without_a_public_url():

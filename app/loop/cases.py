@@ -8,15 +8,18 @@ writes to the customer, and the verification email with signed one-click links.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from .. import signing
 from ..extensions import db
-from ..models import Case, CaseEvent, Moment, Response, Site, utcnow
+from ..models import Case, CaseEvent, Moment, Response, Site, StaffUser, Team, utcnow
 from ..responses import FAMILY
 from . import alerts, notify
+from .rules import PRIORITIES
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"acknowledged", "in_progress", "resolved"}),
@@ -32,6 +35,10 @@ MAX_TEXT = 5000
 
 class TransitionError(ValueError):
     """A change the lifecycle does not allow (the message says why)."""
+
+
+class StaleCase(TransitionError):
+    """The case changed after the form was shown: nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,40 @@ def load(case_id: int) -> Loaded | None:
     return Loaded(*row) if row else None
 
 
+def version(case: Case) -> str:
+    """The case's version as forms carry it: its updated_at (every write moves it)."""
+    return case.updated_at.isoformat()
+
+
+def _claim(case_id: int, expected: str | None) -> None:
+    """With a version from a form: take the case's write lock only if it still has that
+    version (one conditional UPDATE: PostgreSQL re-checks it after a concurrent commit, SQLite
+    serialises writers on it), else roll back and raise StaleCase."""
+    if expected is None:
+        return
+    try:
+        when = datetime.fromisoformat(expected)
+    except ValueError:
+        when = None
+    claimed = False
+    if when is not None and when.tzinfo is not None:
+        result = db.session.execute(
+            update(Case).where(Case.id == case_id, Case.updated_at == when)
+            .values(updated_at=Case.updated_at)
+            .execution_options(synchronize_session=False))
+        claimed = result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if not claimed:
+        db.session.rollback()
+        if db.session.get(Case, case_id) is None:
+            raise LookupError(f"no case {case_id}")
+        raise StaleCase("this case changed meanwhile")
+
+
+def _touch(case: Case, now: datetime) -> None:
+    """A new version, strictly later than the last one even when the clock stands still."""
+    case.updated_at = max(now, case.updated_at + timedelta(microseconds=1))
+
+
 def _text(value: str | None, name: str) -> str | None:
     if value is None:
         return None
@@ -78,8 +119,10 @@ def verify_links(case: Case) -> dict[str, str]:
 
 def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
                resolution: str | None = None, root_cause: str | None = None,
-               customer_message: str | None = None) -> Case:
-    """Move a case to `to`, recording the event and its effects; its commit hands them over."""
+               customer_message: str | None = None, expected_version: str | None = None) -> Case:
+    """Move a case to `to`, recording the event and its effects; its commit hands them over.
+    With `expected_version` (from a form) a case changed since raises StaleCase."""
+    _claim(case_id, expected_version)
     loaded = load(case_id)
     if loaded is None:
         db.session.rollback()
@@ -97,6 +140,7 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
     now = utcnow()
     before = case.status
     case.status = to
+    _touch(case, now)
     if to in ("acknowledged", "in_progress", "resolved") and case.acknowledged_at is None:
         case.acknowledged_at = now
     if to in ("in_progress", "resolved") and case.followed_up_at is None:
@@ -118,6 +162,118 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
     _effects(case, response, moment, site, event)
     db.session.commit()  # hands the effects over
     return case
+
+
+def _change(case_id: int, kind: str, actor: str, expected_version: str | None,
+            apply: Any) -> Case:
+    """A change that is not a lifecycle step (note, tags, priority, assignment): lock the case
+    (checking the form's version), let `apply(loaded)` change it and return (note, data) or
+    raise TransitionError, record the event, fire `case.updated` as transitions do, commit."""
+    _claim(case_id, expected_version)
+    loaded = load(case_id)
+    if loaded is None:
+        db.session.rollback()
+        raise LookupError(f"no case {case_id}")
+    try:
+        note, data = apply(loaded)
+    except TransitionError:
+        db.session.rollback()
+        raise
+    now = utcnow()
+    case = loaded.case
+    _touch(case, now)
+    event = CaseEvent(case_id=case.id, kind=kind, actor=actor[:200], note=note, created_at=now,
+                      data=data)
+    db.session.add(event)
+    db.session.flush()
+    notify.webhook(loaded.site, "case.updated", f"case-event:{event.id}",
+                   notify.case_data(case, loaded.response, loaded.moment.key), case.team,
+                   case_id=case.id)
+    db.session.commit()  # hands the effects over
+    return case
+
+
+def add_note(case_id: int, actor: str, note: str, *,
+             expected_version: str | None = None) -> Case:
+    """An internal note on the timeline (never shown to the customer)."""
+    def apply(_loaded: Loaded) -> tuple[str | None, dict[str, Any] | None]:
+        text = _text(note, "note")
+        if not text:
+            raise TransitionError("write a note first")
+        return text, None
+
+    return _change(case_id, "note", actor, expected_version, apply)
+
+
+MAX_TAGS, MAX_TAG = 20, 64
+
+
+def change_tags(case_id: int, actor: str, *, add: list[str] | tuple[str, ...] = (),
+                remove: list[str] | tuple[str, ...] = (),
+                expected_version: str | None = None) -> Case:
+    """Add and/or remove tags (trimmed; at most 20 of at most 64 characters)."""
+    def apply(loaded: Loaded) -> tuple[str | None, dict[str, Any] | None]:
+        adding = [t for t in dict.fromkeys(_text(x, "tag") or "" for x in add) if t]
+        if any(len(t) > MAX_TAG for t in adding):
+            raise TransitionError(f"a tag has at most {MAX_TAG} characters")
+        before = list(loaded.case.tags or [])
+        after = [t for t in before if t not in set(remove)]
+        after += [t for t in adding if t not in after]
+        if len(after) > MAX_TAGS:
+            raise TransitionError(f"a case has at most {MAX_TAGS} tags")
+        if after == before:
+            raise TransitionError("no tag changed")
+        loaded.case.tags = after
+        return None, {"added": [t for t in after if t not in before],
+                      "removed": [t for t in before if t not in after]}
+
+    return _change(case_id, "tags", actor, expected_version, apply)
+
+
+def set_priority(case_id: int, actor: str, priority: str, *,
+                 expected_version: str | None = None) -> Case:
+    """Change the case's priority (critical, high, routine, low)."""
+    def apply(loaded: Loaded) -> tuple[str | None, dict[str, Any] | None]:
+        if priority not in PRIORITIES:
+            raise TransitionError(f"priority must be one of {', '.join(PRIORITIES)}")
+        before = loaded.case.priority
+        if before == priority:
+            raise TransitionError(f"the priority is {priority} already")
+        loaded.case.priority = priority
+        return None, {"from": before, "to": priority}
+
+    return _change(case_id, "priority", actor, expected_version, apply)
+
+
+KEEP: Any = object()  # assign(): leave this part of the assignment as it is
+
+
+def assign(case_id: int, actor: str, *, assignee_id: int | None | Any = KEEP,
+           team: str | None | Any = KEEP, expected_version: str | None = None) -> Case:
+    """Assign the case to a person (a member of its site who may work cases; None: nobody)
+    and/or a team of its site (None: no team)."""
+    from ..admin.permissions import can  # who may work a site's cases: the one table
+
+    def apply(loaded: Loaded) -> tuple[str | None, dict[str, Any] | None]:
+        case, data = loaded.case, {}
+        if assignee_id is not KEEP and assignee_id != case.assignee_id:
+            person = db.session.get(StaffUser, assignee_id) if assignee_id is not None else None
+            if assignee_id is not None and (person is None or not can(person, case.site_id,
+                                                                      "cases.resolve")):
+                raise TransitionError("assign the case to a member of its site who works cases")
+            data["assignee"] = person.email if person else None
+            case.assignee_id = assignee_id
+        if team is not KEEP and team != case.team:
+            if team is not None and db.session.scalar(select(Team.id).where(
+                    Team.site_id == case.site_id, Team.key == team)) is None:
+                raise TransitionError(f"the site has no team {team!r}")
+            data["team"], data["from_team"] = team, case.team
+            case.team = team
+        if not data:
+            raise TransitionError("the assignment did not change")
+        return None, data
+
+    return _change(case_id, "assigned", actor, expected_version, apply)
 
 
 def worked_by_staff(case_id: int) -> bool:

@@ -46,8 +46,8 @@ def external_url(endpoint: str, **values: Any) -> str:
 
 
 def case_url(case_id: int) -> str:
-    """Where staff open a case (the admin's response list until the case view lands)."""
-    return external_url("admin.responses") + f"#case-{case_id}"
+    """Where staff open a case: its page in the admin (/admin/cases/<id>)."""
+    return external_url("admin.case_view", case_id=case_id)
 
 
 # -- deciding effects --------------------------------------------------------------------------

@@ -230,6 +230,9 @@ class Case(db.Model):  # type: ignore[name-defined]
     status: Mapped[str] = mapped_column(String(16), default="new")
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     team: Mapped[str | None] = mapped_column(String(64))
+    # The person working the case (a member of its site); the team stays as routed.
+    assignee_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff_users.id", ondelete="SET NULL"), index=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     template: Mapped[str | None] = mapped_column(String(64))
     resolution: Mapped[str | None] = mapped_column(Text)
