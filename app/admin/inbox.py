@@ -51,6 +51,8 @@ SEGMENTS = {  # a family name matches its members, as in routing rules
     "passive": ("passive",), "promoter": ("promoter",),
 }
 SORTS = ("due", "newest")
+MORE_FILTERS = ("segment", "moment", "channel", "sku", "team", "assignee", "comment", "voice",
+                "verified", "from", "to")  # folded under "More filters" unless one is set
 DUE = ("overdue", "soon")
 YES_NO = ("yes", "no")
 KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -396,6 +398,7 @@ def inbox() -> str | tuple[str, int]:
         next_url=next_url, export_url=export_url if can_export else None,
         first_url=(url_for("admin.responses") + "?" + urlencode(base)) if f.after else None,
         here=request.full_path, excerpt=excerpt, no_sites=not sites,
+        more_active=sum(1 for k in MORE_FILTERS if f.args.get(k)),
         statuses=("open", *STATUSES), segments=tuple(SEGMENTS), channels=CHANNELS,
         priorities=PRIORITIES)
 
@@ -459,7 +462,7 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
         parts.append(f"Skipped {len(skipped)}: " + "; ".join(skipped) + ".")
     if denied:
         parts.append(f"{denied} not allowed by your role on their site.")
-    flash(" ".join(parts))
+    flash(" ".join(parts), "ok" if done and not skipped and not denied else "message")
     return redirect(back)
 
 
