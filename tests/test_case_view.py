@@ -376,3 +376,99 @@ def test_loop_functions_work_without_a_request(app):
         "note", "priority", "tags", "assigned"]
     with app.app_context():
         assert db.session.scalar(select(Response.id)) is not None
+
+
+# -- in a browser -----------------------------------------------------------------------------
+
+
+def wait_for(condition, timeout: float = 10.0):
+    """Poll `condition` until it returns something truthy (an event we cannot subscribe to:
+    an email arriving at the SMTP server); fails after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result
+
+
+@pytest.mark.browser
+def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
+    """Sign in, open the detractor case from the inbox, acknowledge, add a note, resolve with
+    a message to the customer: the email arrives at the SMTP server, the customer's "yes"
+    link (a page with one button, which the page presses) verifies the case, and the
+    timeline shows it. No axe-core violations; screenshots at 1280 and 390 px."""
+    import os
+
+    from werkzeug.serving import make_server
+
+    from .conftest import free_port, need
+    from .test_browser import CHROMIUM, _serve, check_page
+
+    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    smtp_port, box = smtp_server
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_app(PUBLIC_BASE_URL=base, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_port,
+                   TRUSTED_HOSTS=["127.0.0.1", "localhost"])  # + the test client, for setup
+    site = make_site(app, support_contact="help@shop.example")
+    member(app, "agent@shop.example", site, "agent")
+    answer(app, site, 8, "Fine, thanks", order="998")  # an earlier answer of the customer
+    case_id = answer(app, site, 2, "The screen arrived cracked <b>twice</b>",
+                     url="https://shop.example/orders/1001")
+    wait = 10_000
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox"])
+        try:
+            for _url in _serve(server):
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{base}/admin/login")
+                page.get_by_label("Email").fill("agent@shop.example")
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                page.locator(f"a[href$='/cases/{case_id}']").first.click()
+                page.get_by_role("heading", name=re.compile(f"Case #{case_id}")).wait_for(
+                    timeout=wait)
+                check_page(page, "case-new")
+                page.get_by_role("button", name="Acknowledge").click()
+                page.get_by_text("Case acknowledged.").wait_for(timeout=wait)
+                page.get_by_label("Note (staff only)").fill("Courier confirms a drop.")
+                page.get_by_role("button", name="Add note").click()
+                page.get_by_text("Note added.").wait_for(timeout=wait)
+                page.get_by_label("What was done").fill("Sent a new screen")
+                page.get_by_label("Root cause").fill("courier")
+                page.get_by_label("Message to the customer").fill(
+                    "We sent you a new screen; it arrives on Tuesday.")
+                page.get_by_role("button", name="Resolve").click()
+                page.get_by_text("Case resolved.").wait_for(timeout=wait)
+
+                mails = wait_for(lambda: [m for m in box.to(CUSTOMER)
+                                          if "what we did" in m["Subject"]])
+                assert len(mails) == 1
+                text = mails[0].get_body(("plain",)).get_content()
+                assert "We sent you a new screen; it arrives on Tuesday." in text
+                yes = re.search(r"Yes, it is resolved: (\S+)", text).group(1)
+                assert yes.startswith(f"{base}/v/")
+                customer = browser.new_page()
+                customer.goto(yes)  # GET: one button; the page sends it by itself
+                customer.get_by_text("Thank you for confirming").wait_for(timeout=wait)
+                customer.close()
+
+                page.goto(f"{base}/admin/cases/{case_id}")
+                timeline = page.locator("#timeline")
+                timeline.locator(".ev-verified").wait_for(timeout=wait)
+                assert "by customer" in timeline.inner_text()
+                for kind in ("acknowledged", "note", "resolved", "verified"):
+                    assert timeline.locator(f".ev-{kind}").count() == 1, kind
+                assert page.locator("h1 .status-verified").inner_text() == "verified"
+                check_page(page, "case-verified")
+        finally:
+            browser.close()
+    with app.app_context():
+        assert db.session.get(Case, case_id).status == "verified"
+    assert len([m for m in box.to(CUSTOMER) if "what we did" in m["Subject"]]) == 1

@@ -187,7 +187,7 @@ def _act(case_id: int, action: str, details: dict[str, Any],
     except loop_cases.TransitionError as exc:
         db.session.rollback()
         return _page(get_scoped_or_404(Case, case_id), 400, error=str(exc))
-    flash(done)
+    flash(done, "ok")
     return redirect(url_for("admin.case_view", case_id=case_id) + "#timeline")
 
 
