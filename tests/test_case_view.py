@@ -472,3 +472,56 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
     with app.app_context():
         assert db.session.get(Case, case_id).status == "verified"
     assert len([m for m in box.to(CUSTOMER) if "what we did" in m["Subject"]]) == 1
+
+
+@pytest.mark.browser
+def test_hostile_text_is_inert_in_chromium(make_app):
+    """The XSS corpus as comment, SKUs, order, customer, note and tags: in Chromium no dialog
+    opens, no script of theirs runs and no request leaves for another host."""
+    import os
+    from urllib.parse import urlsplit
+
+    from werkzeug.serving import make_server
+
+    from .conftest import free_port, need
+    from .test_browser import CHROMIUM, _serve
+
+    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_app(PUBLIC_BASE_URL=base, MAIL_BACKEND="console",
+                   TRUSTED_HOSTS=["127.0.0.1", "localhost"])
+    site = make_site(app)
+    member(app, "agent@shop.example", site, "agent")
+    hostile = XSS + ['<img src="https://evil.example/x.png">', "\r\nSet-Cookie: x=1"]
+    case_id = answer(app, site, 1, "".join(hostile), skus=hostile[:4], order=hostile[5],
+                     customer=hostile[3])
+    client = signed_in(app, "agent@shop.example")
+    client.environ_base["HTTP_HOST"] = "localhost"
+    assert post(client, case_id, "note", note="".join(hostile)).status_code == 302
+    assert post(client, case_id, "tags", add=",".join(hostile[:5])).status_code == 302
+    dialogs: list[str] = []
+    elsewhere: list[str] = []
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox"])
+        try:
+            for _url in _serve(server):
+                page = browser.new_page()
+                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.on("request", lambda r: elsewhere.append(r.url)
+                        if urlsplit(r.url).netloc != f"127.0.0.1:{port}" else None)
+                page.goto(f"{base}/admin/login")
+                page.get_by_label("Email").fill("agent@shop.example")
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=10_000)
+                page.goto(f"{base}/admin/cases/{case_id}", wait_until="networkidle")
+                assert "<script>alert(1)</script>" in page.locator(".o-answer").inner_text()
+                assert page.locator("main script, main img, main svg").count() == 0
+        finally:
+            browser.close()
+    assert dialogs == [] and elsewhere == []
