@@ -18,7 +18,7 @@ from sqlalchemy import event, select
 from app import staff
 from app.admin import permissions
 from app.extensions import db
-from app.models import AuditEvent, Case, CaseEvent, Response, Site
+from app.models import AuditEvent, Case, CaseEvent, Response, Site, StaffUser
 
 from .conftest import login, make_site, public_prompt, verified_token
 
@@ -182,16 +182,23 @@ def test_each_filter(shop, clock):
     assert shown("due=soon") == set()  # d's ack is due in 2 h
     clock.advance(timedelta(hours=1, minutes=30))
     assert shown("due=soon") == {d}
+    assert shown("assignee=none") == everything
     with app.app_context():
-        teamless = set(db.session.scalars(select(Case.id).where(Case.team.is_(None))))
-    assert shown("assignee=none") == teamless
+        lead_id = db.session.scalar(select(StaffUser.id).where(
+            StaffUser.email == "lead@shop.example"))
+    set_case(app, b, assignee_id=lead_id)
+    assert shown("assignee=mine") == {b}
+    assert shown(f"assignee={lead_id}") == {b}
+    assert shown("assignee=none") == {a, c, d}
+    assert shown("assignee=mine&status=open&priority=high") == set()
 
 
 BAD = ["status=lost", "segment=angry", "channel=pigeon", "priority=urgent", "site=abc",
        "site=999999", "from=yesterday", "to=2026-13-01", "from=2026-02-02&to=2026-01-01",
        "due=later", "comment=maybe", "sort=random", "after=garbage", "after=2026-01-01,x",
        "sku=" + "x" * 101, "moment=%3Cscript%3E", "q=" + "x" * 201, "verified=1",
-       "assignee=everyone", "status=new&sort=due&sort=newest"]
+       "assignee=everyone", "assignee=mine&assignee=none", "assignee=" + "9" * 12,
+       "status=new&sort=due&sort=newest"]
 
 
 @pytest.mark.parametrize("qs", BAD)
@@ -228,18 +235,10 @@ def test_saved_views_with_counts(shop, clock):
     c = answer(client, own, 3, "meh")
     answer(client, other, 1, "broken elsewhere")  # never counted
     with app.app_context():
-        from app.models import Team
-        from app.models.loop import team_members
-        team = Team(site_id=own.id, key="care", name="Care")
-        db.session.add(team)
-        db.session.flush()
-        db.session.execute(team_members.insert().values(
-            team_id=team.id, staff_user_id=db.session.scalar(
-                select(permissions.StaffUser.id).where(
-                    permissions.StaffUser.email == "lead@shop.example"))))
-        db.session.commit()
-    set_case(app, b, team="care")
-    set_case(app, c, team=None)
+        lead_id = db.session.scalar(select(StaffUser.id).where(
+            StaffUser.email == "lead@shop.example"))
+    set_case(app, b, assignee_id=lead_id)
+    set_case(app, c, assignee_id=lead_id)
     clock.advance(timedelta(hours=3))  # every ack (2 h) overdue
     set_case(app, c, status="resolved", acknowledged_at=clock.now, followed_up_at=clock.now,
              closed_at=clock.now)
@@ -247,9 +246,7 @@ def test_saved_views_with_counts(shop, clock):
     page = lead.get("/admin/").get_data(as_text=True)
     counts = nav_counts(page)
     assert list(counts) == ["My open", "Overdue", "Critical", "Unassigned"]
-    with app.app_context():
-        teamless = {x for x in (a, b) if db.session.get(Case, x).team is None}
-    expected = {"My open": {b}, "Overdue": {a, b}, "Critical": {a}, "Unassigned": teamless}
+    expected = {"My open": {b}, "Overdue": {a, b}, "Critical": {a}, "Unassigned": {a}}
     for label, (href, n) in counts.items():
         assert n == len(expected[label]), label
         listed = set(ids_on(lead.get(href + "&sort=newest").get_data(as_text=True)))
@@ -325,8 +322,8 @@ def test_bulk_acknowledge_and_tag(shop):
         "ids": [str(a), str(b), str(done), str(theirs)]})
     assert resp.status_code == 302 and resp.headers["Location"] == "/admin/?status=open"
     page = lead.get("/admin/?status=open").get_data(as_text=True)
-    assert (f"Acknowledged 2 cases. Skipped 1: #{done}: a resolved case cannot become "
-            "acknowledged") in html.unescape(page)
+    assert (f"Acknowledged 2 cases. Skipped #{done}: a resolved case cannot become "
+            "acknowledged.") in html.unescape(page)
     with app.app_context():
         status = {c.id: c.status for c in db.session.scalars(select(Case))}
         assert (status[a], status[b], status[done], status[theirs]) == (
@@ -345,11 +342,32 @@ def test_bulk_acknowledge_and_tag(shop):
         lead.post("/admin/inbox/bulk", data={"csrf_token": token, "action": "tag",
                                              "tag": " vip  customer ", "ids": [str(a),
                                                                                 str(theirs)]})
+    assert f"Skipped #{a}: no tag changed" in html.unescape(
+        lead.get("/admin/").get_data(as_text=True))
     with app.app_context():
         assert db.session.get(Case, a).tags.count("vip customer") == 1
         assert "vip customer" not in db.session.get(Case, theirs).tags
-        assert len(db.session.scalars(select(CaseEvent).where(CaseEvent.kind == "tagged")
+        assert len(db.session.scalars(select(CaseEvent).where(CaseEvent.kind == "tags")
                                       ).all()) == 1
+    # Assign: to the lead; a person of another site is refused per case; other ids ignored.
+    with app.app_context():
+        lead_id, boss_id = (db.session.scalar(select(StaffUser.id).where(
+            StaffUser.email == e)) for e in ("lead@shop.example", "boss@other.example"))
+    lead.post("/admin/inbox/bulk", data={"csrf_token": token, "action": "assign",
+                                         "assignee": str(lead_id),
+                                         "ids": [str(a), str(b), str(theirs)]})
+    assert "Assigned 2 cases." in lead.get("/admin/").get_data(as_text=True)
+    lead.post("/admin/inbox/bulk", data={"csrf_token": token, "action": "assign",
+                                         "assignee": str(boss_id), "ids": [str(a)]})
+    assert "assign the case to a member of its site who works cases" in html.unescape(
+        lead.get("/admin/").get_data(as_text=True))
+    with app.app_context():
+        owners = {c.id: c.assignee_id for c in db.session.scalars(select(Case))}
+        assert (owners[a], owners[b], owners[theirs]) == (lead_id, lead_id, None)
+        assert len(db.session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "case.assign")).all()) == 2
+    mine = ids_on(lead.get("/admin/?assignee=mine").get_data(as_text=True))
+    assert sorted(mine) == sorted([a, b])
     # A viewer may look but not act.
     member(app, "viewer@shop.example", own, "viewer")
     viewer = signed_in(app, "viewer@shop.example")

@@ -30,6 +30,7 @@ from flask import (
 )
 from flask_login import current_user
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, or_, select
+from sqlalchemy.orm import aliased
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -37,12 +38,20 @@ from .. import audit
 from ..extensions import db
 from ..loop import cases as case_ops
 from ..loop.rules import PRIORITIES
-from ..models import Case, CaseEvent, Moment, ResponseSku, Site, Team, UTCDateTime, utcnow
+from ..models import (
+    Case,
+    Moment,
+    ResponseSku,
+    Site,
+    SiteMembership,
+    StaffUser,
+    UTCDateTime,
+    utcnow,
+)
 from ..models import Response as Answer
-from ..models.loop import team_members
 from ..prompts import CHANNELS
 from . import bp
-from .permissions import requires, scoped, sites_for
+from .permissions import ACTIONS, requires, scoped, sites_for
 
 STATUSES = tuple(case_ops.TRANSITIONS)
 SEGMENTS = {  # a family name matches its members, as in routing rules
@@ -58,7 +67,6 @@ YES_NO = ("yes", "no")
 KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SKU = re.compile(r"^[^\x00-\x1f\x7f*]{1,100}\*?$")
 MAX_QUERY = 200
-MAX_TAG = 40
 EXCERPT = 140
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)  # sorts cases without a next due time last
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -91,7 +99,7 @@ class Filters:
     skus: list[str] = field(default_factory=list)
     teams: list[str] = field(default_factory=list)
     priorities: list[str] = field(default_factory=list)
-    assignee: str | None = None
+    assignee: str | None = None  # "mine", "none" or a staff id
     date_from: date | None = None
     date_to: date | None = None
     has_comment: str | None = None
@@ -172,7 +180,13 @@ def parse(args: MultiDict[str, str], member_sites: list[int]) -> Filters:
             raise FilterError(f"SKU “{v}”: give an SKU, or a prefix ending in * (TV-*).")
         if v:
             f.skus.append(v)
-    f.assignee = _choice(args, "assignee", ("mine", "none"), "Assignee")
+    assignees = [v for v in args.getlist("assignee") if v != ""]
+    if len(assignees) > 1:
+        raise FilterError("Give Assignee once.")
+    if assignees and assignees[0] not in ("mine", "none") and not (
+            assignees[0].isdigit() and len(assignees[0]) < 10):
+        raise FilterError(f"Assignee “{assignees[0]}” is not mine, none or a person.")
+    f.assignee = assignees[0] if assignees else None
     f.date_from, f.date_to = _date(args, "from", "From"), _date(args, "to", "To")
     if f.date_from and f.date_to and f.date_from > f.date_to:
         raise FilterError("The date range ends before it starts.")
@@ -201,13 +215,6 @@ def _yes_no(value: str | None, cond: ColumnElement[bool]) -> list[ColumnElement[
     return [cond if value == "yes" else ~cond]
 
 
-def _my_teams() -> ColumnElement[bool]:
-    """The case belongs to a team the signed-in person is a member of."""
-    return exists().where(Team.site_id == Case.site_id, Team.key == Case.team,
-                          team_members.c.team_id == Team.id,
-                          team_members.c.staff_user_id == current_user.id)
-
-
 def conditions(f: Filters, now: datetime) -> list[ColumnElement[bool]]:
     """The WHERE conditions of the filters (the site scope is added by `scoped`)."""
     out: list[ColumnElement[bool]] = []
@@ -232,9 +239,11 @@ def conditions(f: Filters, now: datetime) -> list[ColumnElement[bool]]:
     if f.priorities:
         out.append(Case.priority.in_(f.priorities))
     if f.assignee == "mine":
-        out.append(_my_teams())
+        out.append(Case.assignee_id == current_user.id)
     elif f.assignee == "none":
-        out.append(Case.team.is_(None))
+        out.append(Case.assignee_id.is_(None))
+    elif f.assignee is not None:
+        out.append(Case.assignee_id == int(f.assignee))
     if f.date_from:
         out.append(Case.created_at >= datetime.combine(f.date_from, datetime.min.time(), UTC))
     if f.date_to:
@@ -263,10 +272,13 @@ def query(f: Filters, now: datetime, action: str = "cases.view") -> Select[Any]:
     """One SELECT of the filtered, scoped cases with their answer, moment key and site name,
     in the filter's order (no page limit and no cursor)."""
     key, order = _order(f)
-    stmt = (select(Case, Answer, Moment.key, Site.name, key.label("sort_key"))
+    assignee = aliased(StaffUser)
+    stmt = (select(Case, Answer, Moment.key, Site.name, assignee.email.label("assignee"),
+                   key.label("sort_key"))
             .join(Answer, Answer.id == Case.response_id)
             .join(Moment, Moment.id == Answer.moment_id)
             .join(Site, Site.id == Case.site_id)
+            .outerjoin(assignee, assignee.id == Case.assignee_id)
             .where(*conditions(f, now))
             .order_by(*order))
     return scoped(stmt, Case.site_id, action)
@@ -372,6 +384,17 @@ def _member_sites() -> list[tuple[int, str]]:
         scoped(select(Site.id, Site.name).order_by(Site.name, Site.id), Site.id, "cases.view"))]
 
 
+def _workers() -> list[tuple[int, str]]:
+    """(id, email) of the active people who work cases on the person's sites: the assignee
+    filter's and the bulk assign's choices. One query."""
+    return [(r.id, r.email) for r in db.session.execute(scoped(
+        select(StaffUser.id, StaffUser.email).distinct()
+        .join(SiteMembership, SiteMembership.staff_id == StaffUser.id)
+        .where(StaffUser.active.is_(True),
+               SiteMembership.role.in_(sorted(ACTIONS["cases.resolve"])))
+        .order_by(StaffUser.email, StaffUser.id), SiteMembership.site_id, "cases.view"))]
+
+
 def _filter_error(message: str) -> tuple[str, int]:
     return render_template("admin/inbox_error.html", message=message), 400
 
@@ -398,7 +421,7 @@ def inbox() -> str | tuple[str, int]:
         next_url=next_url, export_url=export_url if can_export else None,
         first_url=(url_for("admin.responses") + "?" + urlencode(base)) if f.after else None,
         here=request.full_path, excerpt=excerpt, no_sites=not sites,
-        more_active=sum(1 for k in MORE_FILTERS if f.args.get(k)),
+        more_active=sum(1 for k in MORE_FILTERS if f.args.get(k)), workers=_workers(),
         statuses=("open", *STATUSES), segments=tuple(SEGMENTS), channels=CHANNELS,
         priorities=PRIORITIES)
 
@@ -411,77 +434,86 @@ def _back(target: str | None) -> str:
     return target
 
 
-def _clean_tag(raw: str) -> str:
-    tag = " ".join(raw.split())
-    if not tag or len(tag) > MAX_TAG or any(ord(ch) < 32 or ord(ch) == 127 for ch in tag):
-        raise FilterError(f"A tag is 1 to {MAX_TAG} characters on one line.")
-    return tag
+BULK = {"acknowledge": "cases.acknowledge", "tag": "cases.tag", "assign": "cases.assign"}
+
+
+def _bulk_one(action: str, case_id: int, site_id: int, actor: str, value: Any) -> None:
+    """One case of a bulk action, through the lifecycle functions of app/loop/cases.py, with
+    its audit row in the same transaction (a refused change rolls both back)."""
+    if action == "acknowledge":
+        audit.record("case.acknowledge", object_type="case", object_id=case_id,
+                     site_id=site_id, details={"bulk": True})
+        case_ops.transition(case_id, "acknowledged", actor)
+    elif action == "tag":
+        audit.record("case.tags", object_type="case", object_id=case_id, site_id=site_id,
+                     details={"add": [value], "remove": [], "bulk": True})
+        case_ops.change_tags(case_id, actor, add=[value])
+    else:
+        audit.record("case.assign", object_type="case", object_id=case_id, site_id=site_id,
+                     details={"assignee_id": value, "bulk": True})
+        case_ops.assign(case_id, actor, assignee_id=value)
 
 
 @bp.post("/inbox/bulk")
 @requires("cases.view")
 def inbox_bulk() -> BaseResponse | tuple[str, int]:
-    """Bulk acknowledge or tag the selected cases. Each case is checked against the person's
-    role on its site; ids of cases they cannot see are ignored, as if they did not exist."""
+    """Bulk acknowledge, tag or assign the selected cases. Each case is checked against the
+    person's role on its site; ids of cases they cannot see are ignored, as if they did not
+    exist; a case the change does not apply to is skipped, and the summary says why."""
     action = request.form.get("action", "")
-    if action not in ("acknowledge", "tag"):
+    if action not in BULK:
         return _filter_error("Choose what to do with the selected cases.")
-    ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit()})
+    ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit() and len(v) < 10})
     back = _back(request.form.get("next"))
     if not ids:
         flash("Select at least one case first.")
         return redirect(back)
-    try:
-        tag = _clean_tag(request.form.get("tag", "")) if action == "tag" else None
-    except FilterError as exc:
-        return _filter_error(str(exc))
-    permission = f"cases.{action}"
-    visible = db.session.execute(scoped(select(Case.id, Case.site_id).where(Case.id.in_(ids)),
-                                        Case.site_id, "cases.view")).all()
-    allowed_sites = set(sites_for(None, permission))
-    done, skipped, denied = 0, [], 0
+    value: Any = None
+    if action == "tag":
+        value = " ".join(request.form.get("tag", "").split())
+        if not value or len(value) > case_ops.MAX_TAG:
+            return _filter_error(f"A tag is 1 to {case_ops.MAX_TAG} characters.")
+    elif action == "assign":
+        raw = request.form.get("assignee", "")
+        if raw == "none":
+            value = None
+        elif raw.isdigit() and len(raw) < 10:
+            value = int(raw)
+        else:
+            return _filter_error("Choose the person to assign the selected cases to.")
+    visible = db.session.execute(scoped(select(Case.id, Case.site_id).where(Case.id.in_(ids))
+                                        .order_by(Case.id), Case.site_id, "cases.view")).all()
+    allowed_sites = set(sites_for(None, BULK[action]))
+    done, denied = 0, 0
+    skipped: dict[str, list[int]] = {}
     actor = current_user.email
     for case_id, site_id in visible:
         if site_id not in allowed_sites:
             denied += 1
             continue
-        if action == "acknowledge":
-            audit.record("case.acknowledge", object_type="case", object_id=case_id,
-                         site_id=site_id, details={"bulk": True})
-            try:
-                case_ops.transition(case_id, "acknowledged", actor)
-            except case_ops.TransitionError as exc:
-                skipped.append(f"#{case_id}: {exc}")
-                continue
-        else:
-            _tag(case_id, site_id, tag or "", actor)
+        try:
+            _bulk_one(action, case_id, site_id, actor, value)
+        except (case_ops.TransitionError, LookupError) as exc:
+            db.session.rollback()
+            skipped.setdefault(str(exc).strip("'\""), []).append(case_id)
+            continue
         done += 1
-    verb = "Acknowledged" if action == "acknowledge" else f"Tagged “{tag}” on"
+    verb = {"acknowledge": "Acknowledged", "tag": f"Tagged “{value}” on",
+            "assign": "Assigned"}[action]
     parts = [f"{verb} {done} case{'s' if done != 1 else ''}."]
-    if skipped:
-        parts.append(f"Skipped {len(skipped)}: " + "; ".join(skipped) + ".")
+    for reason, which in skipped.items():
+        parts.append(f"Skipped {', '.join(f'#{i}' for i in which)}: {reason}.")
     if denied:
         parts.append(f"{denied} not allowed by your role on their site.")
     flash(" ".join(parts), "ok" if done and not skipped and not denied else "message")
     return redirect(back)
 
 
-def _tag(case_id: int, site_id: int, tag: str, actor: str) -> None:
-    """Add `tag` to a case (once), with a timeline event and an audit row; commits."""
-    c = db.session.execute(select(Case).where(Case.id == case_id).with_for_update()).scalar_one()
-    if tag not in c.tags:
-        c.tags = [*c.tags, tag]
-        db.session.add(CaseEvent(case_id=case_id, kind="tagged", actor=actor[:200],
-                                 data={"tag": tag}, created_at=utcnow()))
-        audit.record("case.tag", object_type="case", object_id=case_id, site_id=site_id,
-                     details={"tag": tag, "bulk": True})
-    db.session.commit()
-
-
 # -- CSV export -----------------------------------------------------------------------------
 
 CSV_COLUMNS = ("case", "created_at", "site", "moment", "channel", "scale", "rating", "segment",
-               "comment", "skus", "order", "customer", "verified", "team", "priority", "status",
+               "comment", "skus", "order", "customer", "verified", "team", "assignee", "priority",
+               "status",
                "next_due_at", "sla")
 
 
@@ -502,7 +534,7 @@ def export_rows(f: Filters, now: datetime, batch: int = 500) -> Iterator[str]:
     """The CSV of the filter, line by line; rows come from the database `batch` at a time."""
     yield _csv_line(list(CSV_COLUMNS))
     stmt = query(f, now, "export.csv").execution_options(yield_per=batch)
-    for c, r, moment, site_name, _key in db.session.execute(stmt):
+    for c, r, moment, site_name, assignee, _key in db.session.execute(stmt):
         due = next((d for done, d in ((c.acknowledged_at, c.ack_due_at),
                                       (c.followed_up_at, c.followup_due_at),
                                       (c.closed_at, c.close_due_at))
@@ -510,8 +542,8 @@ def export_rows(f: Filters, now: datetime, batch: int = 500) -> Iterator[str]:
         yield _csv_line([
             c.id, c.created_at.isoformat(), site_name, moment, r.channel, r.scale, r.rating,
             r.segment, r.comment or "", " ".join(r.skus), r.order_ref or "",
-            r.customer_ref or "", "yes" if r.verified else "no", c.team or "", c.priority,
-            c.status, due.isoformat() if due else "", sla_state(c, now)[1]])
+            r.customer_ref or "", "yes" if r.verified else "no", c.team or "", assignee or "",
+            c.priority, c.status, due.isoformat() if due else "", sla_state(c, now)[1]])
 
 
 @bp.get("/export.csv")
