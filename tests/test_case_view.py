@@ -23,6 +23,7 @@ from app.models import (
     Response,
     Site,
     StaffUser,
+    Team,
     WebhookDelivery,
 )
 
@@ -32,11 +33,16 @@ PASSWORD = "a long enough password"
 CUSTOMER = "customer@mail.example"
 
 
-def member(app, email: str, site: Site, role: str) -> int:
-    """A staff account with `role` on `site`; returns its id."""
+def member(app, email: str, site: Site, role: str, teams: bool = True) -> int:
+    """A staff account with `role` on `site` (and, by default, in every team of the site, so an
+    agent may work any of its cases); returns its id."""
     with app.app_context():
         user = staff.create(email, PASSWORD, "agent")
         permissions.grant(user, db.session.get(Site, site.id), role)
+        if teams:
+            for team in db.session.scalars(select(Team).where(Team.site_id == site.id)):
+                team.members.append(user)
+            db.session.commit()
         return user.id
 
 
@@ -215,6 +221,32 @@ def test_roles_and_sites_decide_every_action(make_app, db_kind, receiver):
         assert (c.tags[-1], c.team, c.assignee_id) == ("courier", "logistics", agent_id)
 
 
+def test_agents_work_the_cases_of_their_teams(app):
+    """An agent acts on cases of no team, of their teams or assigned to them; another team's
+    case they can read (the page says why there are no actions) but a POST is 403 and changes
+    nothing. Leads act on any team's case (`cases.any_team`)."""
+    site = make_site(app)
+    outsider = member(app, "outsider@shop.example", site, "agent", teams=False)
+    member(app, "lead@shop.example", site, "lead", teams=False)
+    case_id = answer(app, site, 1)
+    with app.app_context():
+        team = db.session.get(Case, case_id).team
+    assert team  # routed to a team
+    agent, lead = signed_in(app, "outsider@shop.example"), signed_in(app, "lead@shop.example")
+    page = agent.get(f"/admin/cases/{case_id}").get_data(as_text=True)
+    assert f"This case belongs to team {team}, which you are not a member of" in page
+    assert 'name="version"' not in page
+    before = events(app, case_id)
+    resp = agent.post(f"/admin/cases/{case_id}/note", data={
+        "csrf_token": csrf(page), "version": page_version(
+            lead.get(f"/admin/cases/{case_id}").get_data(as_text=True)), "note": "x"})
+    assert resp.status_code == 403 and events(app, case_id) == before
+    assert post(lead, case_id, "assign", assignee=str(outsider)).status_code == 302
+    assert post(agent, case_id, "note", note="Mine now").status_code == 302
+    assert events(app, case_id)[-2:] == [("assigned", "lead@shop.example"),
+                                         ("note", "outsider@shop.example")]
+
+
 def test_actions_need_csrf_and_post(app):
     """A POST without the CSRF token is refused and changes nothing; GET does not act."""
     site = make_site(app)
@@ -341,7 +373,7 @@ def test_case_link_in_emails_opens_the_case(make_app, smtp_server):
     port, box = smtp_server
     app = make_app("sqlite", MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
     site = make_site(app, support_contact="help@shop.example")
-    member(app, "agent@shop.example", site, "agent")
+    member(app, "agent@shop.example", site, "agent", teams=False)  # alerts: the contact
     case_id = answer(app, site, 0, "never arrived, refund")
     alerts = box.to("help@shop.example")
     assert len(alerts) == 1

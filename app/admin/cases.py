@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -33,6 +33,7 @@ from ..models import (
     StaffUser,
     Team,
     WebhookDelivery,
+    team_members,
     utcnow,
 )
 from . import bp
@@ -134,6 +135,18 @@ def _workers(site_id: int) -> list[StaffUser]:
         .order_by(StaffUser.email)))
 
 
+def _on_my_team(case: Case, user: StaffUser) -> bool:
+    """Whether the person may act on this case as far as teams go: a case of no team, of a
+    team they are a member of, or assigned to them; else only roles with `cases.any_team`."""
+    if case.team is None or case.assignee_id == user.id or can(user, case.site_id,
+                                                                "cases.any_team"):
+        return True
+    return db.session.scalar(
+        select(Team.id).join(team_members, team_members.c.team_id == Team.id)
+        .where(Team.site_id == case.site_id, Team.key == case.team,
+               team_members.c.staff_user_id == user.id)) is not None
+
+
 def _page(case: Case, status: int = 200, stale: bool = False,
           error: str | None = None) -> tuple[str, int]:
     answer = db.session.get(Response, case.response_id)
@@ -143,14 +156,16 @@ def _page(case: Case, status: int = 200, stale: bool = False,
     teams = db.session.scalars(select(Team).where(Team.site_id == case.site_id)
                                .order_by(Team.key)).all()
     user = current_user._get_current_object()  # type: ignore[attr-defined]
-    allowed = {a: can(user, case.site_id, a) for a in
+    team_ok = _on_my_team(case, user)
+    allowed = {a: team_ok and can(user, case.site_id, a) for a in
                ("cases.acknowledge", "cases.resolve", "cases.reopen", "cases.note", "cases.tag",
                 "cases.priority", "cases.assign")}
     html = render_template(
         "admin/case.html", case=case, answer=answer, moment=moment, assignee=assignee,
         teams=teams, workers=_workers(case.site_id) if allowed["cases.assign"] else [],
         stages=sla_stages(case, utcnow()), timeline=_timeline(case), related=_related(answer),
-        allowed=allowed, version=loop_cases.version(case), next_steps=_next_steps(case),
+        allowed=allowed, team_ok=team_ok, works=can(user, case.site_id, "cases.note"),
+        version=loop_cases.version(case), next_steps=_next_steps(case),
         priorities=PRIORITIES, scale_range=SCALE_RANGES.get(answer.scale, ""),
         stale=stale, error=error)
     return html, status
@@ -174,6 +189,8 @@ def _act(case_id: int, action: str, details: dict[str, Any],
     it in the change's own transaction, redirect on success; a stale form or a refused change
     shows the page as it is now (409 / 400) and changes nothing."""
     case = get_scoped_or_404(Case, case_id)
+    if not _on_my_team(case, current_user._get_current_object()):  # type: ignore[attr-defined]
+        abort(403)  # an agent works the cases of their teams (and those assigned to them)
     site_id = case.site_id
     actor = current_user.email  # type: ignore[attr-defined]
     audit.record(action, object_type="case", object_id=case_id, site_id=site_id,
