@@ -198,7 +198,9 @@ BAD = ["status=lost", "segment=angry", "channel=pigeon", "priority=urgent", "sit
        "due=later", "comment=maybe", "sort=random", "after=garbage", "after=2026-01-01,x",
        "sku=" + "x" * 101, "moment=%3Cscript%3E", "q=" + "x" * 201, "verified=1",
        "assignee=everyone", "assignee=mine&assignee=none", "assignee=" + "9" * 12,
-       "status=new&sort=due&sort=newest"]
+       "status=new&sort=due&sort=newest", "site=%C2%B2", "assignee=%C2%B2",
+       "after=2026-01-01T00:00:00%2B00:00,99999999999999999999", "after=2026-01-01,5",
+       "site=-1", "from=2026-02-30", "q=a%00b", "moment=a%00", "team=%0d%0a"]
 
 
 @pytest.mark.parametrize("qs", BAD)
@@ -319,7 +321,7 @@ def test_bulk_acknowledge_and_tag(shop):
     page = lead.get("/admin/").get_data(as_text=True)
     resp = lead.post("/admin/inbox/bulk", data={
         "csrf_token": csrf(page), "action": "acknowledge", "next": "/admin/?status=open",
-        "ids": [str(a), str(b), str(done), str(theirs)]})
+        "ids": [str(a), str(b), str(done), str(theirs), "²", "9" * 20, "-1", "x"]})
     assert resp.status_code == 302 and resp.headers["Location"] == "/admin/?status=open"
     page = lead.get("/admin/?status=open").get_data(as_text=True)
     assert (f"Acknowledged 2 cases. Skipped #{done}: a resolved case cannot become "

@@ -83,6 +83,14 @@ NEXT_DUE: ColumnElement[datetime] = case(
 SORT_DUE = func.coalesce(NEXT_DUE, literal(FAR_FUTURE, UTCDateTime))
 
 
+def db_id(raw: str) -> int | None:
+    """An id from a form or query string: ASCII digits that fit an INTEGER column, else None
+    (so "²", "-1" or 10**20 are refused, not a 500)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > 2**31 - 1:
+        return None
+    return int(raw)
+
+
 class FilterError(ValueError):
     """A filter value the inbox does not understand (the message says which and why)."""
 
@@ -149,7 +157,10 @@ def _cursor(value: str) -> tuple[datetime, int]:
         when = datetime.fromisoformat(stamp)
         if when.tzinfo is None:
             raise ValueError
-        return when.astimezone(UTC), int(ident)
+        last_id = db_id(ident)
+        if last_id is None:
+            raise ValueError
+        return when.astimezone(UTC), last_id
     except ValueError:
         raise FilterError("This page link is damaged: start again from the first page."
                           ) from None
@@ -162,9 +173,10 @@ def parse(args: MultiDict[str, str], member_sites: list[int]) -> Filters:
     for raw in args.getlist("site"):
         if raw == "":
             continue
-        if not raw.isdigit() or int(raw) not in member_sites:
+        site_id = db_id(raw)
+        if site_id is None or site_id not in member_sites:
             raise FilterError(f"Site “{raw}” is not one of your sites.")
-        f.sites.append(int(raw))
+        f.sites.append(site_id)
     f.statuses = _one_of(args, "status", ("open", *STATUSES), "Status")
     f.segments = _one_of(args, "segment", tuple(SEGMENTS), "Segment")
     f.channels = _one_of(args, "channel", CHANNELS, "Channel")
@@ -184,7 +196,7 @@ def parse(args: MultiDict[str, str], member_sites: list[int]) -> Filters:
     if len(assignees) > 1:
         raise FilterError("Give Assignee once.")
     if assignees and assignees[0] not in ("mine", "none") and not (
-            assignees[0].isdigit() and len(assignees[0]) < 10):
+            db_id(assignees[0]) is not None):
         raise FilterError(f"Assignee “{assignees[0]}” is not mine, none or a person.")
     f.assignee = assignees[0] if assignees else None
     f.date_from, f.date_to = _date(args, "from", "From"), _date(args, "to", "To")
@@ -197,6 +209,8 @@ def parse(args: MultiDict[str, str], member_sites: list[int]) -> Filters:
     q = args.get("q", "").strip()
     if len(q) > MAX_QUERY:
         raise FilterError(f"Search for at most {MAX_QUERY} characters.")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in q):
+        raise FilterError("Search for text on one line, without control characters.")
     f.q = q or None
     f.sort = _choice(args, "sort", SORTS, "Sort") or "due"
     if args.get("after"):
@@ -463,7 +477,7 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
     action = request.form.get("action", "")
     if action not in BULK:
         return _filter_error("Choose what to do with the selected cases.")
-    ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit() and len(v) < 10})
+    ids = sorted({i for v in request.form.getlist("ids") if (i := db_id(v)) is not None})
     back = _back(request.form.get("next"))
     if not ids:
         flash("Select at least one case first.")
@@ -477,8 +491,8 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
         raw = request.form.get("assignee", "")
         if raw == "none":
             value = None
-        elif raw.isdigit() and len(raw) < 10:
-            value = int(raw)
+        elif db_id(raw) is not None:
+            value = db_id(raw)
         else:
             return _filter_error("Choose the person to assign the selected cases to.")
     visible = db.session.execute(scoped(select(Case.id, Case.site_id).where(Case.id.in_(ids))
