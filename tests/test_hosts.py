@@ -124,9 +124,16 @@ def test_pages_are_never_stored_static_files_are(app, site):
 def test_healthz_reports_database_and_redis(make_app, redis_url):
     """/healthz: 200 with database and Redis "ok", under any Host, without a session
     cookie or a rate limit; Redis down is "degraded" but 200 (answers wait in the outbox)."""
+    from app.extensions import limiter
+
     app = make_app(REDIS_URL=redis_url, RATELIMIT_DEFAULT="2 per minute")
     client = app.test_client()
-    replies = [client.get("/healthz", headers={"Host": "10.1.2.3:8000"}) for _ in range(20)]
+    try:
+        replies = [client.get("/healthz", headers={"Host": "10.1.2.3:8000"}) for _ in range(20)]
+    finally:
+        # Flask-Limiter keeps default limits on its (process-wide) extension object once set:
+        # later apps in this test session must not inherit "2 per minute".
+        limiter.limit_manager.set_default_limits([])
     assert {r.status_code for r in replies} == {200}
     assert replies[0].json == {"database": "ok", "redis": "ok", "status": "ok"}
     assert "Set-Cookie" not in replies[0].headers
