@@ -51,6 +51,7 @@ from ..models import (
 from ..models import Response as Answer
 from ..prompts import CHANNELS
 from . import bp
+from .cases import _on_my_team as on_my_team
 from .permissions import ACTIONS, requires, scoped, sites_for
 
 STATUSES = tuple(case_ops.TRANSITIONS)
@@ -495,16 +496,19 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
             value = db_id(raw)
         else:
             return _filter_error("Choose the person to assign the selected cases to.")
-    visible = db.session.execute(scoped(select(Case.id, Case.site_id).where(Case.id.in_(ids))
-                                        .order_by(Case.id), Case.site_id, "cases.view")).all()
+    visible = db.session.scalars(scoped(select(Case).where(Case.id.in_(ids)).order_by(Case.id),
+                                        Case.site_id, "cases.view")).all()
     allowed_sites = set(sites_for(None, BULK[action]))
-    done, denied = 0, 0
+    user = current_user._get_current_object()
+    # The case view's rule, not a copy of it: an agent works the cases of their teams.
+    workable = [(c.id, c.site_id) for c in visible
+                if c.site_id in allowed_sites and on_my_team(c, user)]
+    denied = len(visible) - len(workable)
+    done = 0
     skipped: dict[str, list[int]] = {}
     actor = current_user.email
-    for case_id, site_id in visible:
-        if site_id not in allowed_sites:
-            denied += 1
-            continue
+    db.session.rollback()  # end the read; each case's change is its own transaction
+    for case_id, site_id in workable:
         try:
             _bulk_one(action, case_id, site_id, actor, value)
         except (case_ops.TransitionError, LookupError) as exc:
@@ -518,7 +522,8 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
     for reason, which in skipped.items():
         parts.append(f"Skipped {', '.join(f'#{i}' for i in which)}: {reason}.")
     if denied:
-        parts.append(f"{denied} not allowed by your role on their site.")
+        parts.append(f"{denied} not yours to change (your role on their site, or another "
+                     "team's case).")
     flash(" ".join(parts), "ok" if done and not skipped and not denied else "message")
     return redirect(back)
 
