@@ -249,6 +249,23 @@ def test_saved_views_with_counts(shop, clock):
     counts = nav_counts(page)
     assert list(counts) == ["My open", "Overdue", "Critical", "Unassigned"]
     expected = {"My open": {b}, "Overdue": {a, b}, "Critical": {a}, "Unassigned": {a}}
+    with app.test_request_context():  # the four counts are one statement
+        from flask_login import login_user
+
+        from app.admin.inbox import saved_view_counts
+        from app.models import utcnow
+        login_user(db.session.get(StaffUser, lead_id))
+        statements: list[str] = []
+
+        def count(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            assert [n for _l, _u, n in saved_view_counts(utcnow())] == [1, 2, 1, 1]
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        assert len(statements) == 1, statements
     for label, (href, n) in counts.items():
         assert n == len(expected[label]), label
         listed = set(ids_on(lead.get(href + "&sort=newest").get_data(as_text=True)))
