@@ -21,6 +21,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from .. import audit
 from ..extensions import db
 from ..loop import cases as loop_cases
+from ..loop import replies
 from ..loop.rules import PRIORITIES
 from ..loop.sla import STAGES
 from ..models import (
@@ -29,6 +30,7 @@ from ..models import (
     EmailMessage,
     Moment,
     Response,
+    Site,
     SiteMembership,
     StaffUser,
     Team,
@@ -167,8 +169,26 @@ def _page(case: Case, status: int = 200, stale: bool = False,
         allowed=allowed, team_ok=team_ok, works=can(user, case.site_id, "cases.note"),
         version=loop_cases.version(case), next_steps=_next_steps(case),
         priorities=PRIORITIES, scale_range=SCALE_RANGES.get(answer.scale, ""),
-        stale=stale, error=error)
+        stale=stale, error=error, **_reply_parts(case, answer, allowed["cases.resolve"]))
     return html, status
+
+
+def _reply_parts(case: Case, answer: Response, resolving: bool) -> dict[str, Any]:
+    """The resolve form's root-cause categories and templates: the site's templates in the
+    case's locale (else the site's default locale), the one chosen by `?template=<key>` or
+    else the routing rule's `Case.template` preselected, its body filled in for the case."""
+    site = db.session.get(Site, case.site_id)
+    assert site is not None
+    if not resolving:
+        return {"categories": replies.categories(site), "templates": [], "chosen": None,
+                "message": ""}
+    templates = replies.for_case(site, answer.locale)
+    wanted = request.args.get("template") if request.method == "GET" else None
+    key = case.template if wanted is None else wanted
+    chosen = next((t for t in templates if t.key == key), None)
+    message = replies.render(chosen.body, replies.context_for(case, answer)) if chosen else ""
+    return {"categories": replies.categories(site), "templates": templates, "chosen": chosen,
+            "message": message}
 
 
 def _next_steps(case: Case) -> set[str]:
@@ -228,15 +248,19 @@ _status_route("reopen", "reopened", "cases.reopen", "Case reopened.")
 @bp.post("/cases/<int:case_id>/resolve")
 @requires("cases.resolve")
 def case_resolve(case_id: int) -> WerkzeugResponse | tuple[str, int]:
-    """POST: resolve with what was done, an optional root cause and customer message."""
+    """POST: resolve with what was done, an optional root cause (free text, category, up to
+    five whys) and customer message."""
     form = request.form
     message = form.get("customer_message") or None
+    whys = [w for w in form.getlist("why") if w.strip()]
+    category = form.get("root_cause_category") or None
     return _act(case_id, "case.resolve", {"customer_message": bool(message),
-                                          "root_cause": form.get("root_cause") or None},
+                                          "root_cause": form.get("root_cause") or None,
+                                          "category": category, "whys": len(whys)},
                 lambda actor, v: loop_cases.transition(
                     case_id, "resolved", actor, resolution=form.get("resolution"),
                     root_cause=form.get("root_cause") or None, customer_message=message,
-                    expected_version=v),
+                    expected_version=v, whys=whys or None, root_cause_category=category),
                 "Case resolved." + (" The customer is being emailed." if message else ""))
 
 

@@ -18,7 +18,7 @@ from .. import signing
 from ..extensions import db
 from ..models import Case, CaseEvent, Moment, Response, Site, StaffUser, Team, utcnow
 from ..responses import FAMILY
-from . import alerts, notify
+from . import alerts, notify, replies
 from .rules import PRIORITIES
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -119,9 +119,13 @@ def verify_links(case: Case) -> dict[str, str]:
 
 def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
                resolution: str | None = None, root_cause: str | None = None,
-               customer_message: str | None = None, expected_version: str | None = None) -> Case:
+               customer_message: str | None = None, expected_version: str | None = None,
+               whys: list[str] | tuple[str, ...] | None = None,
+               root_cause_category: str | None = None) -> Case:
     """Move a case to `to`, recording the event and its effects; its commit hands them over.
-    With `expected_version` (from a form) a case changed since raises StaleCase."""
+    With `expected_version` (from a form) a case changed since raises StaleCase. Resolving
+    may record "five whys" (up to 5 lines of up to 500 characters) and a root-cause category
+    from the site's list (app/loop/replies.py)."""
     _claim(case_id, expected_version)
     loaded = load(case_id)
     if loaded is None:
@@ -137,6 +141,15 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
     if to == "resolved" and not resolution:
         db.session.rollback()
         raise TransitionError("say what was done (resolution) to resolve a case")
+    if to != "resolved" and (whys or root_cause_category):
+        db.session.rollback()
+        raise TransitionError("whys and a root-cause category belong to a resolution")
+    try:
+        whys = replies.check_whys(whys)
+        root_cause_category = replies.check_category(site, root_cause_category)
+    except replies.ReplyError as exc:
+        db.session.rollback()
+        raise TransitionError(str(exc)) from None
     now = utcnow()
     before = case.status
     case.status = to
@@ -150,13 +163,16 @@ def transition(case_id: int, to: str, actor: str, note: str | None = None, *,
         case.closed_at = now
         case.resolution, case.root_cause = resolution, root_cause
         case.customer_message = customer_message
+        case.whys, case.root_cause_category = whys, root_cause_category
     elif to == "verified":
         case.verified_at = now
     elif to == "reopened":
         case.closed_at = case.verified_at = None
     event = CaseEvent(case_id=case.id, kind=to, actor=actor[:200], note=note, created_at=now,
                       data={"from": before, **({"root_cause": root_cause} if root_cause else {}),
-                            **({"customer_message": True} if customer_message else {})})
+                            **({"customer_message": True} if customer_message else {}),
+                            **({"category": root_cause_category} if root_cause_category else {}),
+                            **({"whys": whys} if whys else {})})
     db.session.add(event)
     db.session.flush()
     _effects(case, response, moment, site, event)

@@ -226,16 +226,23 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
     @click.option("--note", default=None)
     @click.option("--resolution", default=None, help="What was done (needed to resolve).")
     @click.option("--root-cause", default=None)
+    @click.option("--why", "whys", multiple=True,
+                  help="A 'why' line of the root cause (repeat, up to 5; resolve only).")
+    @click.option("--category", "root_cause_category", default=None,
+                  help="Root-cause category key from the site's list (resolve only).")
     @click.option("--message", "customer_message", default=None,
                   help="Tell the customer what was done (sent by email with the "
                        "verification links).")
     def cases_transition(case_id: int, status: str, actor: str, note: str | None,
                          resolution: str | None, root_cause: str | None,
+                         whys: tuple[str, ...], root_cause_category: str | None,
                          customer_message: str | None) -> None:
         """Move a case along its lifecycle."""
         try:
             case = cases.transition(case_id, status, actor, note, resolution=resolution,
-                                    root_cause=root_cause, customer_message=customer_message)
+                                    root_cause=root_cause, customer_message=customer_message,
+                                    whys=list(whys) or None,
+                                    root_cause_category=root_cause_category)
         except (LookupError, cases.TransitionError) as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"case {case.id}: {case.status}")

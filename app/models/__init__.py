@@ -106,6 +106,9 @@ class Site(db.Model):  # type: ignore[name-defined]
     # Bumped by every change to the site or its moments (app/sites.py), so each process's
     # cached copy (app/prompts.py) notices within SITE_CACHE_CHECK_SECONDS.
     settings_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Root-cause categories as [{"key", "label"}, ...] in order; NULL = the defaults
+    # (app/loop/replies.py DEFAULT_CATEGORIES). Keys are fixed, labels editable.
+    root_cause_categories: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -237,6 +240,10 @@ class Case(db.Model):  # type: ignore[name-defined]
     template: Mapped[str | None] = mapped_column(String(64))
     resolution: Mapped[str | None] = mapped_column(Text)
     root_cause: Mapped[str | None] = mapped_column(Text)
+    # "Five whys" at resolution: a key of the site's root-cause categories (what dashboards
+    # count) and up to five "why" lines (app/loop/replies.py validates both).
+    root_cause_category: Mapped[str | None] = mapped_column(String(64), index=True)
+    whys: Mapped[list[str] | None] = mapped_column(JSON)
     customer_message: Mapped[str | None] = mapped_column(Text)
     # Bumped on every resolution, so each resolve/verify cycle gets its own emails.
     cycle: Mapped[int] = mapped_column(Integer, default=0)
@@ -332,11 +339,12 @@ from .loop import (  # noqa: E402  (the loop's tables, split out to keep this fi
     WebhookEndpoint,
     team_members,
 )
+from .replies import ResponseTemplate  # noqa: E402
 
 __all__ = [
     "CASE_STATUSES", "Case", "CaseAlert", "CaseEvent", "DeliveryAttempt", "EmailMessage",
     "Impression", "Moment", "Outbox", "Response", "ResponseSku", "RoutingRule", "Site",
     "StaffUser", "Team", "UTCDateTime", "WebhookDelivery", "WebhookEndpoint", "team_members",
     "new_public_id", "new_public_key", "new_secret", "set_clock", "utcnow",
-    "SITE_ROLES", "AuditEvent", "SiteMembership",
+    "SITE_ROLES", "AuditEvent", "SiteMembership", "ResponseTemplate",
 ]
