@@ -59,12 +59,8 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
         except rules.RuleError as exc:
             db.session.rollback()
             raise click.ClickException(str(exc)) from None
-        known = set(db.session.scalars(select(Team.key).where(Team.site_id == site.id)))
-        for rule in rules.for_site(site.id):
-            team = rule["actions"].get("team")
-            if team and team not in known:
-                click.echo(f"warning: rule {rule['name']!r} routes to unknown team {team!r}",
-                           err=True)
+        for name, team in rules.missing_teams(site.id, rules.for_site(site.id)):
+            click.echo(f"warning: rule {name!r} routes to unknown team {team!r}", err=True)
         click.echo(f"imported {n} rule(s)")
 
     @rules_group.command("defaults")

@@ -28,7 +28,7 @@ import yaml
 from sqlalchemy import delete, select
 
 from ..extensions import db
-from ..models import Moment, Response, RoutingRule
+from ..models import Moment, Response, RoutingRule, Team
 from ..responses import FAMILY
 
 SEGMENTS = set(FAMILY)
@@ -339,6 +339,14 @@ def replace(site_id: int, rules: list[dict[str, Any]]) -> int:
         ))
     db.session.commit()
     return len(clean)
+
+
+def missing_teams(site_id: int, rules: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(rule name, team key) of each rule that routes to a team the site does not have (the
+    CLI import and the settings page warn about them; such cases fall back in alerts)."""
+    known = set(db.session.scalars(select(Team.key).where(Team.site_id == site_id)))
+    return [(r["name"], r["actions"]["team"]) for r in rules
+            if r["actions"].get("team") and r["actions"]["team"] not in known]
 
 
 def parse(text: str, fmt: str | None = None) -> Any:
