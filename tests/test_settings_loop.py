@@ -11,13 +11,15 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from app import staff
+from app.admin import permissions
 from app.extensions import db
 from app.loop import alerts
 from app.loop import rules as rules_mod
 from app.models import AuditEvent, Case, RoutingRule, Site, StaffUser, Team
 
 from .conftest import make_site
-from .test_case_view import XSS, Tags, answer, csrf, member, signed_in
+from .test_case_view import XSS, Tags, answer, csrf, signed_in
 
 RULES = {  # a lead's rules: price to sales, broken things critical to logistics, else support
     "rules": [
@@ -30,8 +32,17 @@ RULES = {  # a lead's rules: price to sales, broken things critical to logistics
          "actions": {"priority": "high", "tags": ["unhappy"]}},
     ]
 }
+PASSWORD = "a long enough password"
 COMMENTS = [(1, "It arrived broken"), (9, "Great price"), (4, "Too expensive for me"),
             (3, "Slow"), (10, None)]
+
+
+def member(app, email: str, site: Site, role: str) -> int:
+    """A staff account with `role` on `site`, in none of its teams; returns its id."""
+    with app.app_context():
+        user = staff.create(email, PASSWORD, "agent")
+        permissions.grant(user, db.session.get(Site, site.id), role)
+        return user.id
 
 
 def stored(app, site: Site) -> list[dict]:
@@ -502,5 +513,3 @@ def test_lead_edits_previews_and_saves_a_rule_in_chromium(make_app):
         "logistics", "support", None]
     assert audit_actions(app, site) == ["rules.replace"]
 
-
-PASSWORD = "a long enough password"
