@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import event, select, update
@@ -106,3 +107,166 @@ def rotate_secret(site: Site, drop_old: bool = False) -> str:
     db.session.commit()
     forget_site(site.public_key)
     return secret
+
+
+# -- settings shared by `flask site-settings` and the admin settings pages ----------------------
+
+# Editable site fields -> kind. "origins" is a list; hours/minutes are whole numbers >= 1;
+# targets are shares between 0 and 1.
+SITE_FIELDS: dict[str, str] = {
+    "name": "text", "allowed_origins": "origins", "default_locale": "locale",
+    "review_url": "url", "referral_url": "url", "support_contact": "text_opt",
+    "sla_ack_hours": "hours", "sla_ack_target": "share", "sla_ack_late_hours": "hours",
+    "sla_ack_late_target": "share", "sla_close_hours": "hours", "sla_close_target": "share",
+    "sla_loop_hours": "hours", "followup_negative_hours": "hours",
+    "followup_neutral_hours": "hours", "followup_positive_hours": "hours",
+    "sla_reminder_minutes": "hours", "webhooks_allow_private": "bool",
+}
+MOMENT_FIELDS = ("key", "question", "scale", "comment_enabled", "voice_enabled",
+                 "sampling_rate", "cooldown_hours", "active")
+_LENGTHS = {"name": 200, "support_contact": 200, "review_url": 500, "referral_url": 500,
+            "question": 300}
+_MOMENT_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_LOCALE = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})?")
+
+
+class SettingsError(ValueError):
+    """Invalid settings: `errors` maps each field to a message meant for a person."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _clean(field: str, kind: str, raw: Any) -> Any:
+    """One value checked and converted; ValueError with a friendly message."""
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "y", "yes", "on",
+                                                                     "true")
+    if kind == "origins":
+        items = raw if isinstance(raw, list) else str(raw or "").replace(",", "\n").splitlines()
+        items = [o for o in (i.strip() for i in items) if o]
+        if not items:
+            raise ValueError("At least one origin, e.g. https://shop.example.")
+        return list(dict.fromkeys(_check_origin(o) for o in items))
+    if kind in ("hours", "int"):
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ValueError("A whole number.") from None
+        if not 1 <= value <= 24 * 365:
+            raise ValueError("Between 1 and 8760.")
+        return value
+    if kind == "share":
+        try:
+            share = float(str(raw).strip())
+        except ValueError:
+            raise ValueError("A share between 0 and 1, e.g. 0.85.") from None
+        if not 0 <= share <= 1:  # also refuses nan
+            raise ValueError("A share between 0 and 1, e.g. 0.85.")
+        return share
+    text = str(raw or "").strip()
+    if "\r" in text or "\n" in text:
+        raise ValueError("One line, please.")
+    if len(text) > _LENGTHS.get(field, 200):
+        raise ValueError(f"At most {_LENGTHS.get(field, 200)} characters.")
+    if kind == "url":
+        if text and not text.lower().startswith(("https://", "http://")):
+            raise ValueError("An http(s) URL, e.g. https://shop.example/review.")
+        return text or None
+    if kind == "locale":
+        if not _LOCALE.fullmatch(text):
+            raise ValueError("A language code such as en, tr or pt-BR.")
+        return text
+    if kind in ("text", "question") and not text:
+        raise ValueError("Required.")
+    return text or None
+
+
+def update_settings(site: Site, values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Check and apply site settings (only the keys given; see SITE_FIELDS) and commit.
+    Returns {field: (old, new)} of what changed. SettingsError (nothing changed) when any
+    value is invalid. The settings_version bump (above) tells other processes' caches."""
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    for field, raw in values.items():
+        kind = SITE_FIELDS.get(field)
+        if kind is None:
+            raise KeyError(f"not a site setting: {field}")
+        try:
+            clean[field] = _clean(field, kind, raw)
+        except ValueError as exc:
+            errors[field] = str(exc)
+    if errors:
+        raise SettingsError(errors)
+    changed = {f: (getattr(site, f), v) for f, v in clean.items() if getattr(site, f) != v}
+    for field, (_old, new) in changed.items():
+        setattr(site, field, new)
+    db.session.commit()
+    forget_site(site.public_key)
+    return changed
+
+
+def _moment_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    errors: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    for field, raw in values.items():
+        try:
+            if field == "key":
+                key = str(raw or "").strip()
+                if not _MOMENT_KEY.fullmatch(key):
+                    raise ValueError("Lower-case letters, digits, _ and -, at most 64, "
+                                     "e.g. post_purchase.")
+                clean[field] = key
+            elif field == "scale":
+                if raw not in SCALES:
+                    raise ValueError(f"One of {', '.join(SCALES)}.")
+                clean[field] = raw
+            elif field == "question":
+                clean[field] = _clean(field, "question", raw)
+            elif field in ("comment_enabled", "voice_enabled", "active"):
+                clean[field] = _clean(field, "bool", raw)
+            elif field == "sampling_rate":
+                clean[field] = _clean(field, "share", raw)
+            elif field == "cooldown_hours":
+                try:
+                    hours = int(str(raw).strip())
+                except ValueError:
+                    raise ValueError("A whole number of hours.") from None
+                if not 0 <= hours <= 24 * 365:
+                    raise ValueError("Between 0 and 8760 hours.")
+                clean[field] = hours
+            else:
+                raise KeyError(f"not a moment field: {field}")
+        except ValueError as exc:
+            errors[field] = str(exc)
+    return clean, errors
+
+
+def save_moment(site: Site, moment: Moment | None, values: dict[str, Any]
+                ) -> tuple[Moment, dict[str, tuple[Any, Any]]]:
+    """Create (moment None) or change a moment of `site` and commit; returns it and
+    {field: (old, new)}. SettingsError when a value is invalid or the key is taken."""
+    clean, errors = _moment_values(values)
+    key = clean.get("key")
+    if key is not None and (moment is None or key != moment.key) and db.session.scalar(
+            select(Moment.id).where(Moment.site_id == site.id, Moment.key == key)):
+        errors["key"] = f"This site already has a moment {key!r}."
+    if moment is None:
+        for field in ("key", "question"):
+            if field not in clean and field not in errors:
+                errors[field] = "Required."
+    if errors:
+        raise SettingsError(errors)
+    if moment is None:
+        moment = Moment(site_id=site.id, **clean)
+        db.session.add(moment)
+        changed = {f: (None, v) for f, v in clean.items()}
+    else:
+        changed = {f: (getattr(moment, f), v) for f, v in clean.items()
+                   if getattr(moment, f) != v}
+        for field, (_old, new) in changed.items():
+            setattr(moment, field, new)
+    db.session.commit()
+    forget_site(site.public_key)
+    return moment, changed

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-from . import cases, inbox, settings_loop, settings_replies, views  # noqa: E402,F401
+from . import cases, inbox, settings, settings_loop, settings_replies, views  # noqa: E402,F401

@@ -325,13 +325,14 @@ def register(app: Flask) -> None:  # noqa: C901 - one nested function per comman
                       sla_reminder_minutes: int | None) -> None:
         """Change a site's loop settings."""
         site = _site(public_key)
-        for attr, value in (("webhooks_allow_private", webhooks_allow_private),
-                            ("sla_ack_hours", sla_ack_hours),
-                            ("sla_close_hours", sla_close_hours),
-                            ("sla_reminder_minutes", sla_reminder_minutes)):
-            if value is not None:
-                setattr(site, attr, value)
-        db.session.commit()
+        values = {attr: value for attr, value in (
+            ("webhooks_allow_private", webhooks_allow_private), ("sla_ack_hours", sla_ack_hours),
+            ("sla_close_hours", sla_close_hours), ("sla_reminder_minutes", sla_reminder_minutes),
+        ) if value is not None}
+        try:  # the same checks as the settings page (app/sites.py)
+            site_ops.update_settings(site, values)
+        except site_ops.SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"{site.public_key}: webhooks_allow_private={site.webhooks_allow_private} "
                    f"ack={site.sla_ack_hours}h close={site.sla_close_hours}h "
                    f"reminder={site.sla_reminder_minutes}min")
