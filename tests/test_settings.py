@@ -9,6 +9,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from app.admin.settings import SECTIONS
 from app.extensions import db
 from app.loop import webhooks
 from app.models import AuditEvent, DeliveryAttempt, Moment, Site, WebhookDelivery, WebhookEndpoint
@@ -161,6 +162,34 @@ def test_roles_and_sites_decide_every_settings_page(make_app, db_kind, receiver)
     assert stranger.get("/admin/settings").headers["Location"].endswith(url(other.id, "site"))
 
 
+def test_settings_navigation(make_app):
+    """The sub-navigation lists every settings section that exists, in the agreed order,
+    only those the role allows, and marks the current one (also on a page answering a POST);
+    /admin/settings lists the sites when a person manages several."""
+    app = settings_app(make_app)
+    site, second = make_site(app, name="Alpha"), make_site(app, name="Beta")
+    member(app, "owner@shop.example", site, "owner")
+    with app.app_context():
+        from app.admin import permissions
+        from app.models import StaffUser
+        user = db.session.scalar(select(StaffUser).filter_by(email="owner@shop.example"))
+        permissions.grant(user, db.session.get(Site, second.id), "lead")
+    owner = signed_in(app, "owner@shop.example")
+    index = owner.get("/admin/settings")
+    assert index.status_code == 200
+    links = re.findall(r'<a href="(/admin/sites/\d+/settings/site)">(\w+)</a>',
+                       index.get_data(as_text=True))
+    assert links == [(url(site.id, "site"), "Alpha"), (url(second.id, "site"), "Beta")]
+    page = owner.get(url(site.id, "moments")).get_data(as_text=True)
+    nav = re.search(r'<nav class="settings-nav".*?</nav>', page, re.S).group(0)
+    labels = re.findall(r'>([A-Z][a-z ]+)</a>', nav)
+    expected = [label for endpoint, label, _a in SECTIONS if endpoint in app.view_functions]
+    assert labels == expected and labels[:3] == ["Site", "Moments", "Webhooks"]
+    assert re.search(r'aria-current="page">Moments<', nav)
+    rotated = form_post(owner, url(site.id, "site"), url(site.id, "site/rotate"))
+    assert 'aria-current="page">Site<' in rotated.get_data(as_text=True)
+
+
 def test_changes_need_csrf_and_post(app):
     """A settings POST without the CSRF token is refused and changes nothing; GET on a
     change URL is 405."""
@@ -311,6 +340,8 @@ def test_moments_edit_add_and_errors(make_app, db_kind):
         m, question="How was checking out?", scale="nps", comment_enabled=None,
         sampling_rate="0.25", cooldown_hours="48", active=None))
     assert resp.status_code == 302
+    after = lead.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Moment checkout saved." in after and f'id="m-{m.id}" open>' in after
     saved = fresh(app, Moment, m.id)
     assert (saved.question, saved.scale, saved.comment_enabled, saved.sampling_rate,
             saved.cooldown_hours, saved.active) == ("How was checking out?", "nps", False,

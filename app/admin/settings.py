@@ -246,7 +246,8 @@ def settings_moments_add(site_id: int) -> WerkzeugResponse | tuple[str, int]:
            values={f: new for f, (_o, new) in changed.items()})
     db.session.commit()
     flash(f"Moment {moment.key} added.", "ok")
-    return redirect(url_for("admin.settings_moments", site_id=site.id) + f"#m-{moment.id}")
+    return redirect(url_for("admin.settings_moments", site_id=site.id, open=moment.id)
+                    + f"#m-{moment.id}")
 
 
 @bp.post("/sites/<int:site_id>/settings/moments/<int:moment_id>")
@@ -268,7 +269,8 @@ def settings_moments_save(site_id: int, moment_id: int) -> WerkzeugResponse | tu
                changed={f: {"from": old, "to": new} for f, (old, new) in changed.items()})
         db.session.commit()
     flash(f"Moment {moment.key} saved." if changed else "Nothing changed.", "ok")
-    return redirect(url_for("admin.settings_moments", site_id=site.id) + f"#m-{moment.id}")
+    return redirect(url_for("admin.settings_moments", site_id=site.id, open=moment.id)
+                    + f"#m-{moment.id}")
 
 
 # -- webhooks --------------------------------------------------------------------------------
