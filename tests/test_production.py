@@ -435,7 +435,8 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, f
         # One worker is killed while its work horse is in the middle of an SMTP conversation.
         box.hold_next.set()
         wait_for(box.holding.is_set, 120, f"no send reached the SMTP server\n{dep.logs()}")
-        victim = _owner(workers, box.held_peer[1])
+        victim = wait_for(lambda: _owner(workers, box.held_peer[1], mail_port), 10,
+                          "no worker holds the held SMTP connection")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         box.release.set()
@@ -449,17 +450,27 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, f
         redis.stop()
 
 
-def _owner(workers: list[subprocess.Popen[bytes]], local_port: int) -> subprocess.Popen[bytes]:
-    """The worker whose process tree holds the TCP connection from `local_port`."""
+def _owner(workers: list[subprocess.Popen[bytes]], local_port: int,
+           remote_port: int) -> subprocess.Popen[bytes] | None:
+    """The worker whose process tree holds the TCP connection from `local_port` to
+    `remote_port` (a local port alone is ambiguous: Linux reuses it towards other peers)."""
     import psutil
 
     for w in workers:
-        parent = psutil.Process(w.pid)
-        for p in [parent, *parent.children(recursive=True)]:
-            if any(c.laddr and c.laddr.port == local_port
-                   for c in p.net_connections(kind="tcp")):
+        try:
+            parent = psutil.Process(w.pid)
+            tree = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in tree:
+            try:
+                conns = p.net_connections(kind="tcp")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):  # a work horse that just ended
+                continue
+            if any(c.laddr and c.raddr and c.laddr.port == local_port
+                   and c.raddr.port == remote_port for c in conns):
                 return w
-    raise AssertionError(f"no worker holds the SMTP connection from port {local_port}")
+    return None
 
 
 def test_embedded_default_sends_every_email_once(tmp_path, smtp, deployments):

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from .. import jobs
 from ..extensions import db
@@ -220,14 +222,35 @@ def _perform(model: type[Effect], topic: str, row_id: int,
     session.commit()  # the claim is visible to every worker before any I/O starts
     error, stored = act(row, now)
     values = {**_outcome(row, error, done_status, utcnow(), max_attempts, schedule), **stored}
-    if not _settle(model, row_id, lease, values):
-        log.warning("%s %s: lease lost during the attempt; its outcome is not recorded",
-                    topic, row_id)
-    outbox.finish(topic, row_id, now)
-    if values["status"] != "pending":
-        _release_next(model, row)
-    session.commit()
-    return values["status"]
+    _record(model, topic, row_id, row, lease, values, now)
+    return str(values["status"])
+
+
+def _record(model: type[Effect], topic: str, row_id: int, row: Effect, lease: datetime,
+            values: dict[str, Any], now: datetime) -> None:
+    """Store an attempt's outcome under its lease. The I/O is done: if the database is away
+    (a restart), try again with backoff while the lease lasts, rather than leave a sent row to
+    be sent again when the lease runs out."""
+    delay = 0.25
+    while True:
+        try:
+            if not _settle(model, row_id, lease, values):
+                log.warning("%s %s: lease lost during the attempt; its outcome is not recorded",
+                            topic, row_id)
+            outbox.finish(topic, row_id, now)
+            if values["status"] != "pending":
+                _release_next(model, row)
+            db.session.commit()
+            return
+        except OperationalError:
+            db.session.rollback()
+            left = (lease - utcnow()).total_seconds() - delay
+            if left <= 1:
+                raise  # the lease is ending: the row is tried again (same Message-ID/webhook-id)
+            log.warning("%s %s: database unavailable while recording the outcome; retrying in "
+                        "%.2f s", topic, row_id, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @jobs.handler(SEND_EMAIL)
