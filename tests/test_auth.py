@@ -357,7 +357,7 @@ def test_reset_pages_in_chromium(make_app):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import _serve, check_page
+    from .test_browser import _serve, check_page, sign_in
 
     chromium = "/usr/bin/chromium"
     need("Chromium", os.path.exists(chromium), f"{chromium} is not installed")
@@ -400,10 +400,7 @@ def test_reset_pages_in_chromium(make_app):
                 page.get_by_role("heading", name="This link no longer works").wait_for(
                     timeout=wait)
                 check_page(page, "reset-invalid")
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill(EMAIL)
-                page.get_by_label("Password").fill(NEW_PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, EMAIL, NEW_PASSWORD)
                 page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
         finally:
             browser.close()

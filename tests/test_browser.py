@@ -39,6 +39,14 @@ def browser():
         b.close()
 
 
+def sign_in(page, base: str, email: str, password: str) -> None:
+    """Sign in through the admin's real form (the browser tests' shared first step)."""
+    page.goto(f"{base}/admin/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def _serve(server) -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

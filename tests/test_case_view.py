@@ -436,7 +436,7 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page
+    from .test_browser import CHROMIUM, _serve, check_page, sign_in
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
@@ -459,10 +459,7 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
         try:
             for _url in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("agent@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "agent@shop.example", PASSWORD)
                 page.locator(f"a[href$='/cases/{case_id}']").first.click()
                 page.get_by_role("heading", name=re.compile(f"Case #{case_id}")).wait_for(
                     timeout=wait)
@@ -516,7 +513,7 @@ def test_hostile_text_is_inert_in_chromium(make_app):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve
+    from .test_browser import CHROMIUM, _serve, sign_in
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
@@ -546,10 +543,7 @@ def test_hostile_text_is_inert_in_chromium(make_app):
                 page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
                 page.on("request", lambda r: elsewhere.append(r.url)
                         if urlsplit(r.url).netloc != f"127.0.0.1:{port}" else None)
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("agent@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "agent@shop.example", PASSWORD)
                 page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=10_000)
                 page.goto(f"{base}/admin/cases/{case_id}", wait_until="networkidle")
                 assert "<script>alert(1)</script>" in page.locator(".o-answer").inner_text()

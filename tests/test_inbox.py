@@ -545,7 +545,7 @@ def test_agent_works_the_overdue_view_in_chromium(make_app, clock):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import _serve, check_page
+    from .test_browser import _serve, check_page, sign_in
 
     chromium = "/usr/bin/chromium"
     need("Chromium", os.path.exists(chromium), f"{chromium} is not installed")
@@ -571,10 +571,7 @@ def test_agent_works_the_overdue_view_in_chromium(make_app, clock):
             for base in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("agent@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "agent@shop.example", PASSWORD)
                 page.get_by_role("heading", name="Inbox").wait_for(timeout=wait)
                 nav = page.get_by_role("navigation", name="Admin")
                 assert nav.get_by_role("link", name="Overdue 4").count() == 1

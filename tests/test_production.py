@@ -293,7 +293,9 @@ def _settled(engine: sa.Engine) -> bool:
 
 def _check_mail(box: Smtp, engine: sa.Engine, dep: Deployment) -> None:
     """Exactly one customer email per answer and one alert per answer, none doubled."""
-    wait_for(lambda: box.count() >= 2 * ANSWERS and _settled(engine), 240,
+    # Generous: a work horse stuck on a connection cut by the proxy is only freed by RQ's job
+    # timeout (JOBS_TIMEOUT, 120 s); its work then comes back through the outbox sweep.
+    wait_for(lambda: box.count() >= 2 * ANSWERS and _settled(engine), 480,
              f"mail did not arrive: {box.count()} messages\n{dep.logs()}", every=0.2)
     with box.lock:
         msgs = list(box.messages)

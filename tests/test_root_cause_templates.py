@@ -300,7 +300,7 @@ def test_settings_pages_accessible_in_chromium(make_app):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page
+    from .test_browser import CHROMIUM, _serve, check_page, sign_in
     from .test_case_view import PASSWORD
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
@@ -327,10 +327,7 @@ def test_settings_pages_accessible_in_chromium(make_app):
         try:
             for _url in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("lead@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "lead@shop.example", PASSWORD)
                 page.get_by_role("link", name="Inbox").first.wait_for(timeout=wait)
                 page.goto(f"{base}/admin/sites/{site.id}/settings/templates")
                 page.get_by_label("Key").fill("apology")

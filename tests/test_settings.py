@@ -509,7 +509,7 @@ def test_owner_changes_contact_and_adds_webhook_in_chromium(make_app, receiver):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page
+    from .test_browser import CHROMIUM, _serve, check_page, sign_in
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
@@ -529,10 +529,7 @@ def test_owner_changes_contact_and_adds_webhook_in_chromium(make_app, receiver):
         try:
             for _url in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("owner@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "owner@shop.example", PASSWORD)
                 page.get_by_role("link", name="Settings").click()
                 page.get_by_role("heading", name="Site settings").wait_for(timeout=wait)
                 check_page(page, "settings-site")

@@ -457,7 +457,7 @@ def test_lead_edits_previews_and_saves_a_rule_in_chromium(make_app):
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page
+    from .test_browser import CHROMIUM, _serve, check_page, sign_in
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
@@ -481,10 +481,7 @@ def test_lead_edits_previews_and_saves_a_rule_in_chromium(make_app):
         try:
             for _url in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(f"{base}/admin/login")
-                page.get_by_label("Email").fill("lead@shop.example")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
+                sign_in(page, base, "lead@shop.example", PASSWORD)
                 page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
                 page.goto(f"{base}/admin/sites/{site.id}/settings/teams")
                 page.get_by_role("heading", name="Teams and members").wait_for(timeout=wait)
