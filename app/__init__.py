@@ -114,7 +114,19 @@ def _finish_config(app: Flask) -> None:
         )
     if uri.startswith("sqlite"):
         opts = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-        opts.setdefault("connect_args", {}).setdefault("timeout", 15)
+        opts["connect_args"] = {"timeout": 15, **(opts.get("connect_args") or {})}
+        cfg["SQLALCHEMY_ENGINE_OPTIONS"] = opts
+    if uri.startswith("postgresql"):
+        # A connection whose peer vanished (a failover, a cut network, a restarted pooler)
+        # must fail within seconds, not hang a request or a work horse until a job timeout:
+        # libpq's connect timeout, TCP keepalives on idle connections, and a bound on
+        # unacknowledged writes (tcp_user_timeout, ms). Explicit settings win.
+        opts = dict(cfg.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        args = opts["connect_args"] = dict(opts.get("connect_args") or {})
+        for name, value in (("connect_timeout", 10), ("keepalives", 1),
+                            ("keepalives_idle", 30), ("keepalives_interval", 10),
+                            ("keepalives_count", 3), ("tcp_user_timeout", 30_000)):
+            args.setdefault(name, value)
         cfg["SQLALCHEMY_ENGINE_OPTIONS"] = opts
     if not cfg.get("RATELIMIT_STORAGE_URI"):
         cfg["RATELIMIT_STORAGE_URI"] = cfg.get("REDIS_URL") or "memory://"

@@ -216,3 +216,19 @@ def test_processes_log_info_without_any_setup(tmp_path):
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     assert [(x["level"], x["logger"], x["message"]) for x in lines] == [
         ("INFO", "app.jobs", "worker started")]
+
+
+@pytest.mark.postgres
+def test_postgres_connections_fail_fast_when_the_peer_vanishes(make_app):
+    """Every PostgreSQL connection the app opens carries a connect timeout, TCP keepalives and
+    a bound on unacknowledged writes (libpq accepted them: they are on the live connection),
+    and explicit settings win over the defaults."""
+    app = make_app("postgres", SQLALCHEMY_ENGINE_OPTIONS={
+        "pool_pre_ping": True, "connect_args": {"connect_timeout": 3}})
+    with app.app_context():
+        raw = db.session.connection().connection.driver_connection
+        params = raw.info.get_parameters()
+    assert params["connect_timeout"] == "3"
+    assert params["keepalives"] == "1" and params["keepalives_idle"] == "30"
+    assert params["keepalives_interval"] == "10" and params["keepalives_count"] == "3"
+    assert params["tcp_user_timeout"] == "30000"
