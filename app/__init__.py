@@ -133,6 +133,13 @@ def _finish_config(app: Flask) -> None:
     if cfg.get("ENV_NAME") == "development":
         cfg["SESSION_COOKIE_SECURE"] = False
         cfg["REMEMBER_COOKIE_SECURE"] = False
+    if (cfg.get("SESSION_COOKIE_SECURE") and cfg.get("SESSION_COOKIE_NAME") == "session"
+            and not cfg.get("SESSION_COOKIE_DOMAIN")
+            and cfg.get("APPLICATION_ROOT", "/") == "/"):
+        # The __Host- prefix makes the browser refuse this cookie unless it is Secure, for
+        # this exact host and path "/": a sibling subdomain or an http:// page on the same
+        # name cannot plant a session cookie for a fixation attack.
+        cfg["SESSION_COOKIE_NAME"] = "__Host-session"
 
 
 @event.listens_for(Engine, "connect")

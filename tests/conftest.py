@@ -224,14 +224,14 @@ def run_worker(app: Flask, topic: str | None = None) -> int:
         return len([j for j in executed if topic is None or j.startswith(topic + "-")])
 
 
-def login(client: FlaskClient, email: str, password: str):
-    """Sign in through the real form, CSRF token included."""
+def login(client: FlaskClient, email: str, password: str, **kw: Any):
+    """Sign in through the real form, CSRF token included (`kw`: e.g. base_url)."""
     import re
 
-    page = client.get("/admin/login").get_data(as_text=True)
+    page = client.get("/admin/login", **kw).get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
     return client.post("/admin/login", data={"email": email, "password": password,
-                                             "csrf_token": token})
+                                             "csrf_token": token}, **kw)
 
 
 # -- real SMTP and HTTP peers on 127.0.0.1 ------------------------------------------------------

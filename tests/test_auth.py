@@ -149,6 +149,28 @@ def test_sign_in_starts_a_fresh_session(app, client):
     assert client.get_cookie("session").value != before
 
 
+def test_secure_session_cookie_has_the_host_prefix(make_app):
+    """In production (Secure cookies) the session cookie is `__Host-session`: Secure, Path=/,
+    no Domain, so a sibling subdomain or a plain-http page cannot plant one; signing in over
+    HTTPS works with it."""
+    app = make_app(SESSION_COOKIE_SECURE=True, PUBLIC_BASE_URL="https://localhost")
+    assert app.config["SESSION_COOKIE_NAME"] == "__Host-session"
+    _create(app)
+    client = app.test_client()
+    # Over HTTPS Flask-WTF also wants a same-origin Referer, as a browser sends it.
+    r = login(client, EMAIL, PASSWORD, base_url="https://localhost",
+              headers={"Referer": "https://localhost/admin/login"})
+    assert r.status_code == 302
+    header = next(h for h in r.headers.getlist("Set-Cookie") if h.startswith("__Host-session="))
+    attrs = [a.strip().lower() for a in header.split(";")[1:]]
+    assert "secure" in attrs and "path=/" in attrs and "httponly" in attrs
+    assert not any(a.startswith("domain=") for a in attrs)
+    page = client.get("/admin/", base_url="https://localhost")
+    assert page.status_code == 200 and EMAIL in page.get_data(as_text=True)
+    # Only where every cookie is Secure: development keeps the plain name.
+    assert make_app(ENV_NAME="development").config["SESSION_COOKIE_NAME"] == "session"
+
+
 def test_set_password_signs_out_every_session(app, runner):
     """`flask staff set-password` ends the sessions of every browser signed in as that
     account; the new password then works, the old one does not."""
