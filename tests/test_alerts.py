@@ -17,7 +17,16 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.loop import alerts, cases, jobs, notify, rules, sla, webhooks
-from app.models import Case, CaseEvent, EmailMessage, Response, Site, StaffUser, Team
+from app.models import (
+    Case,
+    CaseEvent,
+    EmailMessage,
+    Response,
+    Site,
+    SiteMembership,
+    StaffUser,
+    Team,
+)
 
 from .conftest import make_site, public_prompt, verified_token
 
@@ -128,25 +137,23 @@ def test_team_with_addresses_hears_its_own_alert(make_app, smtp_server):
 
 
 def test_no_email_support_contact_falls_back_to_site_owners(make_app, smtp_server):
-    """A support contact that is a URL is no mailbox: the site's owners (active admins who
-    are members of its teams) hear the alert; agents, inactive admins and other sites' admins
-    do not."""
+    """A support contact that is a URL is no mailbox: the site's owners (active staff with
+    the owner role on it) hear the alert; its leads and agents, inactive owners and other
+    sites' owners do not, and neither does the global role of an account."""
     port, box = smtp_server
     app = make_app("sqlite", **_mail(port))
     site = make_site(app, support_contact="https://shop.example/help")
     other = make_site(app, name="Other")
     with app.app_context():
-        people = {}
-        for email, role, active in (("owner@shop.example", "admin", True),
-                                    ("agent@shop.example", "agent", True),
-                                    ("gone@shop.example", "admin", False),
-                                    ("else@other.example", "admin", True)):
-            people[email] = StaffUser(email=email, password_hash="x", role=role, active=active)
-            db.session.add(people[email])
-        _team(site.id, "sales").members = [people["owner@shop.example"],
-                                           people["agent@shop.example"],
-                                           people["gone@shop.example"]]
-        _team(other.id, "support").members = [people["else@other.example"]]
+        for email, role, active, where in (("owner@shop.example", "owner", True, site),
+                                           ("lead@shop.example", "lead", True, site),
+                                           ("agent@shop.example", "agent", True, site),
+                                           ("gone@shop.example", "owner", False, site),
+                                           ("else@other.example", "owner", True, other)):
+            user = StaffUser(email=email, password_hash="x", role="admin", active=active)
+            db.session.add(user)
+            db.session.flush()
+            db.session.add(SiteMembership(staff_id=user.id, site_id=where.id, role=role))
         db.session.commit()
         assert alerts.owners(site.id) == ["owner@shop.example"]
     _verified(app.test_client(), site)

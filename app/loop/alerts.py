@@ -3,7 +3,7 @@ bound on alert floods from public prompts.
 
 Who: the team's addresses; a team that does not exist, has no addresses or has critical alerts
 off falls back to the site's support contact (when it is an email address), then to the site's
-owners (active admin staff who are members of one of the site's teams). If nobody can be
+owners (active staff with the `owner` role on the site). If nobody can be
 reached the case gets an `alert_unheard` event and a warning is logged; otherwise an `alerted`
 event lists the recipients and why a fallback was used.
 
@@ -35,9 +35,9 @@ from ..models import (
     Moment,
     Response,
     Site,
+    SiteMembership,
     StaffUser,
     Team,
-    team_members,
     utcnow,
 )
 from . import mail, notify
@@ -72,12 +72,12 @@ class Audience:
 
 
 def owners(site_id: int) -> list[str]:
-    """The site's owners: active admin staff who are members of one of its teams."""
+    """The site's owners: active staff with the `owner` role on it (app/admin/permissions)."""
     return list(db.session.scalars(
-        select(StaffUser.email).distinct()
-        .join(team_members, team_members.c.staff_user_id == StaffUser.id)
-        .join(Team, Team.id == team_members.c.team_id)
-        .where(Team.site_id == site_id, StaffUser.role == "admin", StaffUser.active.is_(True))
+        select(StaffUser.email)
+        .join(SiteMembership, SiteMembership.staff_id == StaffUser.id)
+        .where(SiteMembership.site_id == site_id, SiteMembership.role == "owner",
+               StaffUser.active.is_(True))
         .order_by(StaffUser.email)))
 
 
