@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -426,17 +427,19 @@ def wait_for(condition, timeout: float = 10.0):
 
 
 @pytest.mark.browser
-def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
-    """Sign in, open the detractor case from the inbox, acknowledge, add a note, resolve with
-    a message to the customer: the email arrives at the SMTP server, the customer's "yes"
-    link (a page with one button, which the page presses) verifies the case, and the
-    timeline shows it. No axe-core violations; screenshots at 1280 and 390 px."""
+def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server, clock):
+    """An agent's day (issue 8): sign in, the "Overdue" view, open the detractor case,
+    acknowledge, add a note, resolve with the customer message of the response template the
+    routing rule chose (edited before sending): the email arrives at the SMTP server, the
+    customer's "yes" link (a page with one button, which the page presses) verifies the case,
+    and the timeline shows it. No axe-core violations; screenshots at 1280 and 390 px."""
     import os
 
     from werkzeug.serving import make_server
 
     from .conftest import free_port, need
     from .test_browser import CHROMIUM, _serve, check_page, sign_in
+    from .test_root_cause_templates import add_template
 
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
@@ -451,6 +454,12 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
     answer(app, site, 8, "Fine, thanks", order="998")  # an earlier answer of the customer
     case_id = answer(app, site, 2, "The screen arrived cracked <b>twice</b>",
                      url="https://shop.example/orders/1001")
+    add_template(app, site, "screen_damage", "en", "Screen damaged",
+                 "Hello,\n\nwe are sorry your order {order} ({sku}) arrived damaged.")
+    with app.app_context():  # what a routing rule's `template` key sets
+        db.session.get(Case, case_id).template = "screen_damage"
+        db.session.commit()
+    clock.advance(timedelta(hours=3))  # past the 2 h acknowledge target: overdue
     wait = 10_000
     server = make_server("127.0.0.1", port, app, threaded=True)
     with sync_playwright() as pw:
@@ -460,6 +469,10 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
             for _url in _serve(server):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 sign_in(page, base, "agent@shop.example", PASSWORD)
+                nav = page.get_by_role("navigation", name="Admin")
+                nav.get_by_role("link", name=re.compile(r"^Overdue \d+$")).click()
+                page.wait_for_url(lambda url: "due=overdue" in url, timeout=wait)
+                assert page.locator(f"table.inbox tbody tr#case-{case_id}").count() == 1
                 page.locator(f"a[href$='/cases/{case_id}']").first.click()
                 page.get_by_role("heading", name=re.compile(f"Case #{case_id}")).wait_for(
                     timeout=wait)
@@ -471,8 +484,12 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
                 page.get_by_text("Note added.").wait_for(timeout=wait)
                 page.get_by_label("What was done").fill("Sent a new screen")
                 page.get_by_label("Root cause").fill("courier")
-                page.get_by_label("Message to the customer").fill(
-                    "We sent you a new screen; it arrives on Tuesday.")
+                assert page.get_by_label("Response template").input_value() == "screen_damage"
+                message = page.get_by_label("Message to the customer")
+                drafted = message.input_value()
+                assert drafted == ("Hello,\n\nwe are sorry your order 1001 (TV-1, TV-2) "
+                                   "arrived damaged.")
+                message.fill(drafted + "\nWe sent you a new screen; it arrives on Tuesday.")
                 page.get_by_role("button", name="Resolve").click()
                 page.get_by_text("Case resolved.").wait_for(timeout=wait)
 
@@ -480,6 +497,7 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server):
                                           if "what we did" in m["Subject"]])
                 assert len(mails) == 1
                 text = mails[0].get_body(("plain",)).get_content()
+                assert "we are sorry your order 1001 (TV-1, TV-2) arrived damaged." in text
                 assert "We sent you a new screen; it arrives on Tuesday." in text
                 yes = re.search(r"Yes, it is resolved: (\S+)", text).group(1)
                 assert yes.startswith(f"{base}/v/")
