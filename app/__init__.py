@@ -11,7 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import jobs, loop
+from . import i18n, jobs, loop
 from .config import Defaults, env_overrides
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
@@ -43,7 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     csrf.init_app(app)
     login_manager.init_app(app)
-    babel.init_app(app)
+    babel.init_app(app, locale_selector=i18n.select_locale)
     import flask_babel
 
     app.jinja_env.globals.update(format_datetime=flask_babel.format_datetime,

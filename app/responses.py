@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import Executable, Integer, Text, bindparam, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -48,20 +49,27 @@ class Scale:
         return "positive" if rating >= 4 else "neutral" if rating == 3 else "negative"
 
 
+def N_(text: str) -> str:
+    """Marks a customer-facing label for the catalogs; pages translate it when they show it."""
+    return text
+
+
 _FIVE = (1, 2, 3, 4, 5)
-_CSAT = ("Very dissatisfied", "Dissatisfied", "Neutral", "Satisfied", "Very satisfied")
-_NPS = {0: "0, not at all likely", 10: "10, extremely likely"}
+_CSAT_SPOKEN = (N_("1, very dissatisfied"), N_("2, dissatisfied"), N_("3, neutral"),
+                N_("4, satisfied"), N_("5, very satisfied"))
+_NPS = {0: N_("0, not at all likely"), 10: N_("10, extremely likely")}
 SCALES: dict[str, Scale] = {
     "csat": Scale("csat", _FIVE, {v: str(v) for v in _FIVE},
-                  {v: f"{v}, {_CSAT[v - 1].lower()}" for v in _FIVE},
-                  "Very dissatisfied", "Very satisfied"),
+                  dict(zip(_FIVE, _CSAT_SPOKEN, strict=True)),
+                  N_("Very dissatisfied"), N_("Very satisfied")),
     "nps": Scale("nps", tuple(range(11)), {v: str(v) for v in range(11)},
                  {v: _NPS.get(v, str(v)) for v in range(11)},
-                 "Not at all likely", "Extremely likely"),
-    "thumbs": Scale("thumbs", (1, 0), {1: "👍", 0: "👎"}, {1: "Yes", 0: "No"}),
+                 N_("Not at all likely"), N_("Extremely likely")),
+    "thumbs": Scale("thumbs", (1, 0), {1: "👍", 0: "👎"}, {1: N_("Yes"), 0: N_("No")}),
     "emoji": Scale("emoji", _FIVE, dict(zip(_FIVE, "😠🙁😐🙂😍", strict=True)),
-                   dict(zip(_FIVE, ("Awful", "Bad", "Okay", "Good", "Great"), strict=True)),
-                   "Awful", "Great"),
+                   dict(zip(_FIVE, (N_("Awful"), N_("Bad"), N_("Okay"), N_("Good"),
+                                    N_("Great")), strict=True)),
+                   N_("Awful"), N_("Great")),
 }
 # Segment families drive follow-up timing and tone: negative, neutral, positive.
 FAMILY = {"detractor": "negative", "negative": "negative", "passive": "neutral",
@@ -89,17 +97,19 @@ def clean_comment(text: str | None, limit: int) -> str | None:
     if text is None:
         return None
     if "\x00" in text:
-        raise InvalidAnswer("The comment contains a NUL byte.")
+        raise InvalidAnswer(_("The comment contains a NUL byte."))
     if len(text.translate(_COMMENT_CONTROLS)) != len(text):
         bad = next(c for c in text if ord(c) in _COMMENT_CONTROLS)
-        raise InvalidAnswer(f"The comment contains a control character (U+{ord(bad):04X}).")
+        code = f"{ord(bad):04X}"
+        raise InvalidAnswer(_("The comment contains a control character (U+%(code)s).",
+                              code=code))
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidAnswer("The comment is not valid text.") from None
+        raise InvalidAnswer(_("The comment is not valid text.")) from None
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
     if len(text) > limit:
-        raise InvalidAnswer(f"The comment is longer than {limit} characters.")
+        raise InvalidAnswer(_("The comment is longer than %(limit)s characters.", limit=limit))
     return text or None
 
 
@@ -129,7 +139,7 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
     """
     scale = SCALES[prompt.moment.scale]
     if rating not in scale.values:
-        raise InvalidAnswer("Please choose one of the offered ratings.")
+        raise InvalidAnswer(_("Please choose one of the offered ratings."))
     if not prompt.moment.comment_enabled:
         comment = None
     now = utcnow()

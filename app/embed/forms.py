@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_babel import gettext, lazy_gettext, ngettext
 from wtforms import Form, RadioField, StringField, TextAreaField
 from wtforms.validators import InputRequired, ValidationError
 
@@ -23,8 +24,27 @@ class _CleanComment:
             raise ValidationError(str(exc)) from None
 
 
+# WTForms' own messages a customer can meet, for the catalogs (their text is WTForms').
+_WTFORMS_MESSAGES = (lazy_gettext("Not a valid choice."),
+                     lazy_gettext("Invalid Choice: could not coerce."))
+
+
+class _BabelTranslations:
+    """WTForms' built-in messages through our catalogs, in the request's language."""
+
+    def gettext(self, text: str) -> str:
+        return gettext(text)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return ngettext(singular, plural, n)
+
+
 class CommentForm(Form):
     """Just the comment (the thank-you page's "anything to add?")."""
+
+    class Meta:
+        def get_translations(self, form: Form) -> _BabelTranslations:
+            return _BabelTranslations()
 
     comment = TextAreaField("Comment")
     # Honeypot: hidden from people and assistive tech; bots that fill it are not stored.
@@ -41,12 +61,12 @@ class CommentForm(Form):
 class PromptForm(CommentForm):
     """One rating from the moment's scale plus the optional comment."""
 
-    rating = RadioField("Rating", coerce=int, validators=[InputRequired("Please choose a rating.")],
-                        validate_choice=True)
+    rating = RadioField("Rating", coerce=int, validate_choice=True,
+                        validators=[InputRequired(lazy_gettext("Please choose a rating."))])
 
     @classmethod
     def for_scale(cls, scale: Scale, limit: int, formdata: Any = None, **kw: Any) -> PromptForm:
-        """Bind the rating choices of `scale`."""
+        """Bind the rating choices of `scale`, their labels in the request's language."""
         form = cls.build(limit, formdata, **kw)
-        form.rating.choices = [(v, scale.spoken[v]) for v in scale.values]
+        form.rating.choices = [(v, gettext(scale.spoken[v])) for v in scale.values]
         return form

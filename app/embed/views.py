@@ -20,13 +20,13 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_babel import force_locale
+from flask_babel import lazy_gettext as _l
 from limits import parse as parse_limit
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import TooManyRequests
 
-from .. import prompts, responses, safejson
+from .. import i18n, prompts, responses, safejson
 from ..errors import error_response
 from ..extensions import csrf, db, limiter
 from ..models import Moment, Site
@@ -161,9 +161,14 @@ def _form_data() -> MultiDict[str, str]:
 
 
 def _verify_or_error(token: str) -> prompts.Prompt | Response:
+    """The prompt a token carries, the rest of the request in its language; else the error
+    (a page in the browser's language, or JSON)."""
     try:
-        return prompts.verify(token)
+        checked = prompts.verify(token)
+        i18n.use(checked.locale, checked.site.default_locale)
+        return checked
     except prompts.PromptError as exc:
+        i18n.use(None)
         if request.method == "POST" and request.is_json:
             return error_response(exc.status, exc.message, "expired" if exc.expired else "invalid")
         page = render_template("embed/invalid.html", expired=exc.expired, message=exc.message)
@@ -179,7 +184,7 @@ _URLSAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # itsdangerous URL-safe tokens: not
 
 def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
     m = p.moment
-    key = (m.id, m.question, m.scale, m.comment_enabled, p.locale, parent)
+    key = (m.id, m.question, m.scale, m.comment_enabled, g.get("locale"), parent)
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault(
         "closeloop.prompt_pages", {})
     page = cache.get(key)
@@ -254,7 +259,8 @@ def _prompt(token: str) -> ResponseReturnValue:
                                family="neutral", form=None)
 
     if not form.validate():
-        errors = {name: field.errors for name, field in form._fields.items() if field.errors}
+        errors = {name: [str(e) for e in field.errors]
+                  for name, field in form._fields.items() if field.errors}
         if as_json:
             resp = jsonify(error="invalid", message="The answer is not valid.", fields=errors)
             resp.status_code = 400
@@ -282,18 +288,18 @@ def _prompt(token: str) -> ResponseReturnValue:
 
 # Why a comment on an answer that already exists was not stored (responses._amend).
 _REFUSED = {
-    responses.CLOSED: "We could not add this comment: our team has already started working on "
-                      "your answer, so it can no longer be changed here.",
-    responses.FULL: "We could not add this comment: your answer already holds as much text as "
-                    "it can take.",
-    "disabled": "We could not add this comment: this question does not take comments.",
+    responses.CLOSED: _l("We could not add this comment: our team has already started working "
+                         "on your answer, so it can no longer be changed here."),
+    responses.FULL: _l("We could not add this comment: your answer already holds as much text "
+                       "as it can take."),
+    "disabled": _l("We could not add this comment: this question does not take comments."),
 }
 
 
 def _comment_refused(answer: Answer, site: Site, parent: str | None, reason: str,
                      comment: str | None, as_json: bool) -> Response | tuple[str, int]:
     """409 saying why the comment was not stored, with the text given back to copy."""
-    message = _REFUSED[reason]
+    message = str(_REFUSED[reason])
     if as_json:
         resp = jsonify(error="comment_not_added", reason=reason, message=message,
                        id=answer.public_id)
@@ -331,6 +337,7 @@ def thanks(public_id: str) -> ResponseReturnValue:
     and its case is new. A comment POSTed here is stored as on the prompt (appended while the
     case is new) or refused with the reason; never thanked for and dropped."""
     answer, site, moment = _load_answer(public_id)
+    i18n.use(answer.locale, site.default_locale)
     g.frame_ancestors = site.allowed_origins
     limit = current_app.config["COMMENT_MAX_CHARS"]
     parent = _parent_origin(site)
@@ -366,10 +373,10 @@ def verify(token: str) -> tuple[str, int]:
     (mail scanners open every link); the POST applies it once (frame.js posts by itself, so
     one click in the email is enough), a second POST says the answer is already recorded."""
     from ..loop.cases import TransitionError, customer_verdict, peek_verdict
-    from ..loop.mail import babel_locale
     from ..signing import TokenExpired, TokenInvalid
 
     answer = None
+    i18n.use(None)  # a broken link: the browser's language
     try:
         if request.method == "POST":
             outcome, case = customer_verdict(token)
@@ -385,7 +392,8 @@ def verify(token: str) -> tuple[str, int]:
     site = db.session.get(Site, case.site_id) if case is not None else None
     locale = (db.session.scalar(select(Answer.locale).where(Answer.id == case.response_id))
               if case is not None else None) or "en"
-    with force_locale(babel_locale(locale)):  # the language of the email they clicked in
-        page = render_template("embed/verified.html", outcome=outcome, site=site,
-                               lang=locale, answer=answer, token=token)
+    if case is not None:  # the language of the email they clicked in
+        i18n.use(locale, site.default_locale if site is not None else None)
+    page = render_template("embed/verified.html", outcome=outcome, site=site, answer=answer,
+                           token=token)
     return page, 200
