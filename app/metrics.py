@@ -25,6 +25,7 @@ class Summary:
     negative: int = 0
     nps: float | None = None
     csat: float | None = None
+    ces: float | None = None
 
     @property
     def negative_rate(self) -> float | None:
@@ -45,7 +46,8 @@ def _scoped(q: Q, site_id: int, start: datetime, end: datetime, team: str | None
 
 def summary(site_id: int, start: datetime, end: datetime, team: str | None = None) -> Summary:
     """Volume, average per scale, NPS (promoters − detractors, in points), CSAT (share of 4–5
-    on the csat scale, in %) and negative count for answers created in [start, end)."""
+    on the csat scale, in %), CES (share of 4–5, "easy", on the ces scale, in %) and negative
+    count for answers created in [start, end)."""
     q = _scoped(select(
         Response.scale,
         func.count().label("n"),
@@ -64,6 +66,8 @@ def summary(site_id: int, start: datetime, end: datetime, team: str | None = Non
             out.nps = 100.0 * (pos - neg) / n
         if row["scale"] == "csat":
             out.csat = 100.0 * pos / n
+        if row["scale"] == "ces":  # customer effort: share of easy answers (4-5)
+            out.ces = 100.0 * pos / n
     return out
 
 

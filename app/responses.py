@@ -57,11 +57,17 @@ def N_(text: str) -> str:
 _FIVE = (1, 2, 3, 4, 5)
 _CSAT_SPOKEN = (N_("1, very dissatisfied"), N_("2, dissatisfied"), N_("3, neutral"),
                 N_("4, satisfied"), N_("5, very satisfied"))
+_CES_SPOKEN = (N_("1, very difficult"), N_("2, difficult"), N_("3, neither easy nor difficult"),
+               N_("4, easy"), N_("5, very easy"))
 _NPS = {0: N_("0, not at all likely"), 10: N_("10, extremely likely")}
 SCALES: dict[str, Scale] = {
     "csat": Scale("csat", _FIVE, {v: str(v) for v in _FIVE},
                   dict(zip(_FIVE, _CSAT_SPOKEN, strict=True)),
                   N_("Very dissatisfied"), N_("Very satisfied")),
+    # Customer effort: "How easy was it to …?" asks about ease, not satisfaction.
+    "ces": Scale("ces", _FIVE, {v: str(v) for v in _FIVE},
+                 dict(zip(_FIVE, _CES_SPOKEN, strict=True)),
+                 N_("Very difficult"), N_("Very easy")),
     "nps": Scale("nps", tuple(range(11)), {v: str(v) for v in range(11)},
                  {v: _NPS.get(v, str(v)) for v in range(11)},
                  N_("Not at all likely"), N_("Extremely likely")),

@@ -16,7 +16,7 @@ from .responses import SCALES
 
 # Moment key -> (scale, question). Merchants add their own moments next to these.
 DEFAULT_MOMENTS: dict[str, tuple[str, str]] = {
-    "checkout": ("csat", "How easy was it to place your order?"),
+    "checkout": ("ces", "How easy was it to place your order?"),
     "post_chat": ("csat", "How satisfied are you with this chat?"),
     "delivery": ("nps", "How likely are you to recommend us to a friend?"),
     "product_page": ("thumbs", "Did you find what you were looking for?"),

@@ -362,6 +362,14 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v * 100:.1f} %"
 
 
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _delta(a: float | None, b: float | None) -> str:
+    return "" if a is None or b is None else f" ({a - b:+.1f})"
+
+
 def _digest_lines(rows: list[dict[str, Any]], site: Site, team: str, start: datetime,
                   end: datetime, now: datetime) -> dict[str, Any]:
     """The digest's figures for `team` and [start, end), computed by hand from the fixture."""
@@ -372,15 +380,17 @@ def _digest_lines(rows: list[dict[str, Any]], site: Site, team: str, start: date
     def figures(answers: list[dict[str, Any]]) -> dict[str, Any]:
         nps = [r for r in answers if r["scale"] == "nps"]
         csat = [r for r in answers if r["scale"] == "csat"]
+        ces = [r for r in answers if r["scale"] == "ces"]
         neg = [r for r in answers if r["segment"] in ("detractor", "negative")]
         return {
             "volume": len(answers),
             "nps": 100 * (sum(r["rating"] >= 9 for r in nps) - sum(r["rating"] <= 6 for r in nps))
             / len(nps) if nps else None,
             "csat": 100 * sum(r["rating"] >= 4 for r in csat) / len(csat) if csat else None,
+            "ces": 100 * sum(r["rating"] >= 4 for r in ces) / len(ces) if ces else None,
             "neg_rate": len(neg) / len(answers) if answers else None,
             "averages": {s: (sum(r["rating"] for r in g) / len(g), len(g))
-                         for s, g in (("nps", nps), ("csat", csat)) if g},
+                         for s, g in (("nps", nps), ("csat", csat), ("ces", ces)) if g},
         }
 
     cur, prev = week(start, end), week(start - 7 * D, start)
@@ -398,8 +408,9 @@ def _digest_lines(rows: list[dict[str, Any]], site: Site, team: str, start: date
 
     lines = [
         f"Answers: {fc['volume']} (previous week: {fp['volume']})",
-        f"NPS: {fc['nps']:.1f} ({fc['nps'] - fp['nps']:+.1f})",
-        f"CSAT: {fc['csat']:.1f} % ({fc['csat'] - fp['csat']:+.1f})",
+        f"NPS: {_num(fc['nps'])}{_delta(fc['nps'], fp['nps'])}",
+        f"CSAT: {_num(fc['csat'])} %{_delta(fc['csat'], fp['csat'])}",
+        f"CES: {_num(fc['ces'])} %{_delta(fc['ces'], fp['ces'])}",
         f"Negative-experience rate: {_pct(fc['neg_rate'])} "
         f"(previous week: {_pct(fp['neg_rate'])})",
     ]
@@ -495,7 +506,8 @@ def test_weekly_digest_figures(make_app, db_kind, clock):
         for line in expected["lines"]:
             assert line in text, (line, mail.body_text)
         # The same figures, spelled out: the fixture's arithmetic checked by hand too.
-        assert {"Answers: 11 (previous week: 5)", "NPS: 0.0 (-33.3)", "CSAT: 50.0 % (+0.0)",
+        assert {"Answers: 11 (previous week: 5)", "NPS: 0.0 (-33.3)", "CSAT: 50.0 %",
+                "CES: 50.0 % (+0.0)",
                 "Negative-experience rate: 36.4 % (previous week: 40.0 %)",
                 "ack: 45.5 % (5/11) · target 40.0 %",
                 "close: 22.2 % (2/9) · target 95.0 % · MISSED", "followup: 0.0 % (0/6)",

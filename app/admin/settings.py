@@ -42,8 +42,8 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
 )
 SITE_FORM = [f for f in site_ops.SITE_FIELDS if f != "webhooks_allow_private"]
 # One-click ratings of each scale, as Python source for the token recipe.
-SCALE_RANGE_CODE = {"nps": "range(0, 11)", "csat": "range(1, 6)", "emoji": "range(1, 6)",
-                    "thumbs": "(1, 0)"}
+SCALE_RANGE_CODE = {"nps": "range(0, 11)", "csat": "range(1, 6)", "ces": "range(1, 6)",
+                    "emoji": "range(1, 6)", "thumbs": "(1, 0)"}
 LOG_LIMIT = 50
 
 

@@ -30,7 +30,7 @@
       box = d.createElement("div");
       box.setAttribute("role", "complementary");
       box.setAttribute("aria-label", "Feedback");
-      box.style.cssText = st + "right:16px;bottom:16px;width:380px;max-width:calc(100vw - 32px);background:#fff;border-radius:12px;box-shadow:0 6px 28px rgba(0,0,0,.25);overflow:hidden";
+      box.style.cssText = st + "right:8px;bottom:8px;width:380px;max-width:calc(100vw - 16px);background:#fff;border-radius:12px;box-shadow:0 6px 28px rgba(0,0,0,.25);overflow:hidden";
       frame = d.createElement("iframe");
       frame.title = "Feedback";
       frame.src = url + (url.indexOf("?") < 0 ? "?" : "&") + "o=" + encodeURIComponent(location.origin);
