@@ -43,7 +43,7 @@ from .permissions import ACTIONS, can, get_scoped_or_404, requires, scoped
 
 STAGE_LABELS = {"ack": "Acknowledge", "ack_late": "Acknowledge (second target)",
                 "followup": "Follow up", "close": "Close", "loop": "Whole loop (verified)"}
-# A stage done more than this after its due time is "late"; inside a minute it is met.
+# How each scale's ratings read next to an answer on the case page.
 SCALE_RANGES = {"nps": "0–10", "csat": "1–5", "ces": "1–5", "emoji": "1–5",
                 "thumbs": "0 (no) / 1 (yes)"}
 
