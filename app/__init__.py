@@ -10,10 +10,19 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from . import i18n, jobs, loop
 from .config import Defaults, env_overrides
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:...>` in routes: 0 to 2**31 - 1 (what an INTEGER id column holds)."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -61,6 +70,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     assets.init_app(app)
     security.init_app(app)
     errors.init_app(app)
+    # Every <int:...> in a URL is a database id: one beyond an INTEGER column does not match
+    # the route (404) instead of reaching the database (SQLite: OverflowError, a 500).
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.register_blueprint(embed_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(demo_bp)

@@ -4,4 +4,12 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-from . import cases, inbox, settings, settings_loop, settings_replies, views  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    cases,
+    inbox,
+    settings,
+    settings_audit,
+    settings_loop,
+    settings_replies,
+    views,
+)

@@ -543,7 +543,8 @@ def neutralise(value: Any) -> Any:
     return value
 
 
-def _csv_line(values: list[Any]) -> str:
+def csv_line(values: list[Any]) -> str:
+    """One CSV line, every cell neutralised (the inbox and audit-log exports share it)."""
     buf = io.StringIO()
     csv.writer(buf).writerow([neutralise(v) for v in values])
     return buf.getvalue()
@@ -551,14 +552,14 @@ def _csv_line(values: list[Any]) -> str:
 
 def export_rows(f: Filters, now: datetime, batch: int = 500) -> Iterator[str]:
     """The CSV of the filter, line by line; rows come from the database `batch` at a time."""
-    yield _csv_line(list(CSV_COLUMNS))
+    yield csv_line(list(CSV_COLUMNS))
     stmt = query(f, now, "export.csv").execution_options(yield_per=batch)
     for c, r, moment, site_name, assignee, _key in db.session.execute(stmt):
         due = next((d for done, d in ((c.acknowledged_at, c.ack_due_at),
                                       (c.followed_up_at, c.followup_due_at),
                                       (c.closed_at, c.close_due_at))
                     if done is None and d is not None), None)
-        yield _csv_line([
+        yield csv_line([
             c.id, c.created_at.isoformat(), site_name, moment, r.channel, r.scale, r.rating,
             r.segment, r.comment or "", " ".join(r.skus), r.order_ref or "",
             r.customer_ref or "", "yes" if r.verified else "no", c.team or "", assignee or "",

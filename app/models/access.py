@@ -40,6 +40,8 @@ class AuditEvent(db.Model):  # type: ignore[name-defined]
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_site_at", "site_id", "at"),
+        # The owners' audit page: a site's rows newest first, keyset-paged on id.
+        Index("ix_audit_events_site_id_id", "site_id", "id"),
         Index("ix_audit_events_actor_at", "actor_id", "at"),
     )
 
