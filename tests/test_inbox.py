@@ -10,6 +10,7 @@ import io
 import re
 import uuid
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -322,6 +323,52 @@ def test_keyset_pages_and_constant_queries(shop, clock):
         else:
             assert seen[-1] == made[0]
             assert seen.index(made[3]) + 1 == seen.index(made[4])
+
+
+def test_postgres_plans_use_the_inbox_indexes(make_app, clock):
+    """On PostgreSQL the inbox's own statements (captured from real requests) can be served by
+    its indexes: the comment search by the trigram index, the due-time sort and its keyset by
+    the (next due time, id) expression index, which Alembic cannot compare (bench/RESULTS.md
+    has the plans at a million answers). Seq scans and sorts (or plain index scans) are priced
+    out (and nested loops for the search), so a few rows show whether the index can serve
+    the statement at all."""
+    app = make_app("postgres", INBOX_PAGE_SIZE=3)
+    own = make_site(app, name="Own shop")
+    member(app, "lead@shop.example", own, "lead")
+    client = app.test_client()
+    for i in range(5):
+        answer(client, own, (i % 5) + 1, f"the refund took {i} weeks")
+        clock.advance(timedelta(minutes=7))
+    lead = signed_in(app)
+    with app.app_context():
+        engine = db.engine
+    pages: list[tuple[str, Any]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT cases.id") and "LIMIT" in statement:
+            pages.append((statement, parameters))
+
+    def plan(url: str, *off: str) -> str:
+        pages.clear()
+        event.listen(engine, "before_cursor_execute", grab)
+        try:
+            assert lead.get(url).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", grab)
+        statement, parameters = pages[-1]
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            for setting in ("seqscan", *off):
+                raw.execute(f"SET enable_{setting} = off")
+            return "\n".join(r[0] for r in raw.execute("EXPLAIN " + statement, parameters))
+
+    assert "ix_responses_comment_trgm" in plan("/admin/?q=refund", "indexscan", "nestloop")
+    first = lead.get("/admin/?sort=due").get_data(as_text=True)
+    for url in ("/admin/?sort=due", html.unescape(
+            re.search(r'href="([^"]+)" rel="next"', first).group(1))):
+        text = plan(url, "sort")
+        assert "ix_cases_sort_due" in text and "Sort Key" not in text, text
+    assert "ix_cases_created_id" in plan("/admin/?sort=newest", "sort")
 
 
 def test_bulk_acknowledge_and_tag(shop):

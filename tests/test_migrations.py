@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from app.extensions import db
+from app.models import compared_in_migrations
 
 
+# SQLite: Alembic cannot reflect expression indexes and says so (the due-time index is
+# PostgreSQL's only; `compared_in_migrations` leaves it out of the comparison on both).
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based")
 def test_upgrade_matches_models(make_app, db_kind):
     """Upgrade from nothing, compare with the models, then downgrade to nothing again."""
     app = make_app(db_kind)
@@ -17,7 +22,8 @@ def test_upgrade_matches_models(make_app, db_kind):
         upgrade()
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={
-                "compare_type": True, "compare_server_default": True}), db.metadata)
+                "compare_type": True, "compare_server_default": True,
+                "include_object": compared_in_migrations(conn.dialect.name)}), db.metadata)
         assert diff == [], diff
         downgrade(revision="base")
         with db.engine.connect() as conn:

@@ -5,6 +5,8 @@ from flask import current_app
 
 from alembic import context
 
+from app.models import compared_in_migrations
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -101,6 +103,7 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        conf_args.setdefault("include_object", compared_in_migrations(connection.dialect.name))
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
