@@ -12,17 +12,19 @@ from .extensions import db
 from .loop import rules
 from .models import Moment, Site, Team, new_secret
 from .prompts import forget_site
-from .responses import SCALES
+from .responses import SCALES, N_
 
 # Moment key -> (scale, question). Merchants add their own moments next to these.
+# The questions are in the catalogs: a moment that keeps one is asked in the customer's
+# language (Moment.question_in).
 DEFAULT_MOMENTS: dict[str, tuple[str, str]] = {
-    "checkout": ("ces", "How easy was it to place your order?"),
-    "post_chat": ("csat", "How satisfied are you with this chat?"),
-    "delivery": ("nps", "How likely are you to recommend us to a friend?"),
-    "product_page": ("thumbs", "Did you find what you were looking for?"),
-    "browse": ("emoji", "How is your visit going?"),
-    "support_email": ("csat", "How satisfied are you with our answer?"),
-    "kiosk": ("emoji", "How was your visit today?"),
+    "checkout": ("ces", N_("How easy was it to place your order?")),
+    "post_chat": ("csat", N_("How satisfied are you with this chat?")),
+    "delivery": ("nps", N_("How likely are you to recommend us to a friend?")),
+    "product_page": ("thumbs", N_("Did you find what you were looking for?")),
+    "browse": ("emoji", N_("How is your visit going?")),
+    "support_email": ("csat", N_("How satisfied are you with our answer?")),
+    "kiosk": ("emoji", N_("How was your visit today?")),
 }
 MAX_SECRETS = 3
 # The playbook's owners; the default rules route to these keys.
@@ -122,7 +124,7 @@ SITE_FIELDS: dict[str, str] = {
     "followup_neutral_hours": "hours", "followup_positive_hours": "hours",
     "sla_reminder_minutes": "hours", "webhooks_allow_private": "bool",
 }
-MOMENT_FIELDS = ("key", "question", "scale", "comment_enabled", "voice_enabled",
+MOMENT_FIELDS = ("key", "question", "questions", "scale", "comment_enabled", "voice_enabled",
                  "sampling_rate", "cooldown_hours", "active")
 _LENGTHS = {"name": 200, "support_contact": 200, "review_url": 500, "referral_url": 500,
             "question": 300}
@@ -207,6 +209,26 @@ def update_settings(site: Site, values: dict[str, Any]) -> dict[str, tuple[Any, 
     return changed
 
 
+def _questions(raw: Any, errors: dict[str, str]) -> dict[str, str] | None:
+    """The question per language: {language code: one line of at most 300 characters};
+    empty ones are dropped (that language gets the question as written). Errors go to
+    `errors` as question_<lang>."""
+    if not isinstance(raw, dict):
+        raise ValueError("A question per language code.")
+    out: dict[str, str] = {}
+    for lang, text in raw.items():
+        if not isinstance(lang, str) or not re.fullmatch(r"[a-z]{2,3}", lang):
+            raise ValueError(f"Not a language code: {lang!r}.")
+        try:
+            value = _clean("question", "text-optional", text)
+        except ValueError as exc:
+            errors[f"question_{lang}"] = str(exc)
+            continue
+        if value:
+            out[lang] = value
+    return dict(sorted(out.items())) or None
+
+
 def _moment_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     errors: dict[str, str] = {}
     clean: dict[str, Any] = {}
@@ -224,6 +246,8 @@ def _moment_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, st
                 clean[field] = raw
             elif field == "question":
                 clean[field] = _clean(field, "question", raw)
+            elif field == "questions":
+                clean[field] = _questions(raw, errors)
             elif field in ("comment_enabled", "voice_enabled", "active"):
                 clean[field] = _clean(field, "bool", raw)
             elif field == "sampling_rate":

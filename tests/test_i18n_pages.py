@@ -34,6 +34,7 @@ CUSTOMER_SOURCES = [
       if p.name.split(".")[0] in ("thanks", "resolution", "verification", "_thanks_body",
                                   "_verify_links", "_layout")],
     ROOT / "app/responses.py",
+    ROOT / "app/sites.py",  # the default moments' questions
     *sorted((ROOT / "app/embed").glob("*.py")),
 ]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -125,12 +126,11 @@ class _Text(HTMLParser):
             self.chunks.append(" ".join(data.split()))
 
 
-def english_left(html: str, sources: list[str], questions: set[str]) -> list[str]:
-    """The English source texts still visible in a rendered page (the merchant's questions,
-    which are the merchant's own text, aside)."""
+def english_left(html: str, sources: list[str]) -> list[str]:
+    """The English source texts still visible in a rendered page."""
     parser = _Text()
     parser.feed(html)
-    text = "\n".join(c for c in parser.chunks if c not in questions)
+    text = "\n".join(parser.chunks)
     left = []
     for src in sources:
         pattern = re.escape(" ".join(src.split()))
@@ -151,10 +151,12 @@ def _pages(app, site: Site, lang: str) -> dict[str, str]:
             Moment.site_id == site.id))}
     for key, m in moments.items():
         token = verified_token(site, moment=key, locale=lang, customer="c-1", order=f"o-{key}")
-        pages[f"prompt-{m.scale}"] = client.get(f"/p/{token}").get_data(as_text=True)
+        pages[f"prompt-{m.scale}-{key}"] = page = client.get(f"/p/{token}").get_data(
+            as_text=True)
+        pages.setdefault(f"prompt-{m.scale}", page)
         r = client.post(f"/p/{token}", data={"comment": "x"})
         assert r.status_code == 400
-        pages[f"no-rating-{m.scale}"] = r.get_data(as_text=True)
+        pages[f"no-rating-{m.scale}-{key}"] = r.get_data(as_text=True)
     token = verified_token(site, moment="delivery", locale=lang, customer="c-2", order="o-2")
     r = client.get(f"/p/{token}?rating=9")
     assert r.status_code == 200
@@ -194,26 +196,29 @@ def test_pages_have_no_english_left(make_app, lang):
                      review_url="https://reviews.example/shop",
                      referral_url="https://shop.example/friends")
     with app.app_context():
-        for scale in ("thumbs", "emoji"):  # the defaults cover csat and nps
-            db.session.add(Moment(site_id=site.id, key=f"m-{scale}", scale=scale,
-                                  question="How was it?"))
+        # A merchant's own moment: its question in each language is the merchant's text.
+        db.session.add(Moment(site_id=site.id, key="m-own", scale="csat", question="How was it?",
+                              questions={"tr": "Nasıldı?", "ru": "Как всё прошло?",
+                                         "et": "Kuidas läks?"}))
         db.session.commit()
-        questions = set(db.session.scalars(select(Moment.question)))
     sources = sorted({k[0] if isinstance(k, tuple) else k for k in customer_messages()}
                      | {k[1] for k in customer_messages() if isinstance(k, tuple)})
     pages = _pages(app, site, lang)
+    assert {"prompt-ces", "prompt-csat", "prompt-nps", "prompt-thumbs", "prompt-emoji"} <= set(
+        pages)
     leftovers = {}
     for name, html in pages.items():
         parser = _Text()
         parser.feed(html)
         assert parser.lang == lang, (name, parser.lang)
-        left = english_left(html, sources, questions)
+        left = english_left(html, sources + ["How was it?"])
         if left:
             leftovers[name] = sorted(left)
     if lang == "en":
         assert len(leftovers) == len(pages)  # every page shows English texts in English
         assert "Tell us more" in leftovers["prompt-csat"]
-        assert "Please choose a rating." in leftovers["no-rating-nps"]
+        assert "Please choose a rating." in leftovers["no-rating-nps-delivery"]
+        assert "How was it?" in leftovers["prompt-csat-m-own"]
     else:
         assert not leftovers, leftovers
 
@@ -292,3 +297,37 @@ def test_translated_pages_in_chromium(make_app, lang):
                 context.close()
         finally:
             browser.close()
+
+
+def test_the_question_in_each_language(make_app):
+    """A moment's own text for a language wins; without one, a default moment's question is
+    the catalog's translation and a merchant's own question is shown as written; the cached
+    blank page notices a changed text."""
+    from app import sites
+
+    app = make_app()
+    site = make_site(app)
+    client = app.test_client()
+
+    def h1(moment: str, lang: str) -> str:
+        page = client.get(f"/p/{verified_token(site, moment=moment, locale=lang)}")
+        return re.search(r"<h1>(.*?)</h1>", page.get_data(as_text=True)).group(1)
+
+    assert h1("delivery", "tr") == "Bizi bir arkadaşınıza önerme olasılığınız nedir?"
+    assert h1("delivery", "en") == "How likely are you to recommend us to a friend?"
+    with app.app_context():
+        s = db.session.get(Site, site.id)
+        moment = db.session.scalar(select(Moment).where(Moment.site_id == site.id,
+                                                        Moment.key == "delivery"))
+        sites.save_moment(s, moment, {"question": "Would you recommend Shop?",
+                                      "questions": {"ru": "Порекомендуете Shop?", "tr": " "}})
+    assert h1("delivery", "ru") == "Порекомендуете Shop?"
+    assert h1("delivery", "tr") == "Would you recommend Shop?"  # own English text, as written
+    with app.app_context():
+        moment = db.session.scalar(select(Moment).where(Moment.key == "delivery",
+                                                        Moment.site_id == site.id))
+        assert moment.questions == {"ru": "Порекомендуете Shop?"}  # the blank one dropped
+        with pytest.raises(sites.SettingsError) as err:
+            sites.save_moment(db.session.get(Site, site.id), moment,
+                              {"questions": {"et": "x" * 301}})
+        assert err.value.errors == {"question_et": "At most 300 characters."}

@@ -338,7 +338,8 @@ def test_moments_edit_add_and_errors(make_app, db_kind):
     page_url = url(site.id, "moments")
     resp = form_post(lead, page_url, url(site.id, f"moments/{m.id}"), **moment_form(
         m, question="How was checking out?", scale="nps", comment_enabled=None,
-        sampling_rate="0.25", cooldown_hours="48", active=None))
+        sampling_rate="0.25", cooldown_hours="48", active=None,
+        question_tr="Ödeme nasıldı?", question_ru=" "))
     assert resp.status_code == 302
     after = lead.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Moment checkout saved." in after and f'id="m-{m.id}" open>' in after
@@ -346,6 +347,11 @@ def test_moments_edit_add_and_errors(make_app, db_kind):
     assert (saved.question, saved.scale, saved.comment_enabled, saved.sampling_rate,
             saved.cooldown_hours, saved.active) == ("How was checking out?", "nps", False,
                                                     0.25, 48, False)
+    assert saved.questions == {"tr": "Ödeme nasıldı?"}  # a blank language is left out
+    assert 'name="question_tr" lang="tr" value="Ödeme nasıldı?"' in after
+    # Without its own text, a language shows what customers will see: for a default
+    # moment's question, the catalog's translation.
+    assert "Empty: customers see “<span lang=\"tr\">Bizi bir arkadaşınıza önerme" in after
     assert fresh(app, Site, site.id).settings_version == site.settings_version + 1
     resp = form_post(lead, page_url, url(site.id, "moments/new"), **moment_form(
         key="post_purchase", question="All good with your order?", scale="thumbs"))
@@ -364,7 +370,8 @@ def test_moments_edit_add_and_errors(make_app, db_kind):
              ({"key": "delivery"}, "key", "already has a moment"),
              ({"question": ""}, "question", "Required."),
              ({"sampling_rate": "2"}, "sampling_rate", "A share between 0 and 1"),
-             ({"scale": "stars"}, "scale", "One of csat")]
+             ({"scale": "stars"}, "scale", "One of csat"),
+             ({"question_et": "x" * 301}, "question_et", "At most 300 characters.")]
     for change, field, message in cases:
         resp = form_post(lead, page_url, url(site.id, "moments/new"), **moment_form(
             **{"key": "fresh", "question": "Q?", **change}))

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import force_locale, gettext
 from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -46,6 +47,9 @@ SITE_FORM = [f for f in site_ops.SITE_FIELDS if f != "webhooks_allow_private"]
 SCALE_RANGE_CODE = {"nps": "range(0, 11)", "csat": "range(1, 6)", "ces": "range(1, 6)",
                     "emoji": "range(1, 6)", "thumbs": "(1, 0)"}
 LOG_LIMIT = 50
+# The languages the customer pages speak (app/i18n.py), each with its own question field.
+QUESTION_LANGUAGES = (("en", "English"), ("tr", "Turkish"), ("ru", "Russian"),
+                      ("et", "Estonian"))
 
 
 @bp.app_context_processor
@@ -213,7 +217,14 @@ def _moments_page(site: Site, errors: dict[str, dict[str, str]] | None = None,
                                  .order_by(Moment.key)).all()
     return render_template("admin/settings_moments.html", site=site, moments=moments,
                            scales=list(SCALES), errors=errors or {},
-                           values=values or {}), status
+                           values=values or {}, question_languages=QUESTION_LANGUAGES,
+                           default_question=_default_question), status
+
+
+def _default_question(moment: Moment, lang: str) -> str:
+    """What customers in `lang` would see without the moment's own text for it."""
+    with force_locale(lang):
+        return gettext(moment.question)
 
 
 def _moment_form() -> dict[str, Any]:
@@ -222,6 +233,8 @@ def _moment_form() -> dict[str, Any]:
                               ("key", "question", "scale", "sampling_rate", "cooldown_hours")}
     for flag in ("comment_enabled", "voice_enabled", "active"):
         values[flag] = form.get(flag) == "y"
+    values["questions"] = {lang: form.get(f"question_{lang}", "")
+                           for lang, _name in QUESTION_LANGUAGES}
     return values
 
 

@@ -141,6 +141,8 @@ class Moment(db.Model):  # type: ignore[name-defined]
     key: Mapped[str] = mapped_column(String(64))
     scale: Mapped[str] = mapped_column(String(16), default="csat")
     question: Mapped[str] = mapped_column(String(300))
+    # The question per language ({"tr": "...", "ru": "..."}), each optional; see question_in.
+    questions: Mapped[dict[str, str] | None] = mapped_column(JSON)
     comment_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     voice_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     sampling_rate: Mapped[float] = mapped_column(Float, default=1.0)
@@ -148,6 +150,18 @@ class Moment(db.Model):  # type: ignore[name-defined]
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     site: Mapped[Site] = relationship(back_populates="moments", lazy="raise_on_sql")
+
+    def question_in(self, lang: str) -> str:
+        """The question in `lang`: the merchant's text for that language, else the question
+        as written — in the catalog's translation when it is one of the default moments'
+        questions a site started with (app/sites.py), as the merchant left it otherwise."""
+        from flask_babel import force_locale, gettext
+
+        own = (self.questions or {}).get(lang)
+        if own:
+            return own
+        with force_locale(lang):
+            return gettext(self.question)
 
 
 class Response(db.Model):  # type: ignore[name-defined]
