@@ -12,7 +12,7 @@ from .extensions import db
 from .loop import rules
 from .models import Moment, Site, Team, new_secret
 from .prompts import forget_site
-from .responses import SCALES, N_
+from .responses import N_, SCALES
 
 # Moment key -> (scale, question). Merchants add their own moments next to these.
 # The questions are in the catalogs: a moment that keeps one is asked in the customer's

@@ -2,7 +2,7 @@
 text as written, shown where no language has its own
 
 Revision ID: c9e4a2f7b5d1
-Revises: b3d8f2a6c9e1
+Revises: b3d9e7f1a2c5
 Create Date: 2026-11-29 21:20:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'c9e4a2f7b5d1'
-down_revision = 'b3d8f2a6c9e1'
+down_revision = 'b3d9e7f1a2c5'
 branch_labels = None
 depends_on = None
 
