@@ -193,6 +193,29 @@ def register(app: Flask) -> None:
             raise CliError(str(exc.args[0])) from None
         click.echo(f"{user.email} is no longer {role} of {site.public_key}")
 
+    @staff_group.command("invite")
+    @click.argument("site_ref")
+    @click.argument("email")
+    @click.option("--role", type=click.Choice(permissions.ROLES), default="agent",
+                  show_default=True)
+    def staff_invite(site_ref: str, email: str, role: str) -> None:
+        """Email an invitation to join a site (public key or id) with a role; inviting the
+        same address again re-sends its invitation with a new link."""
+        from . import invitations
+
+        site = site_ops.by_key(site_ref)
+        if site is None and site_ref.isdigit():
+            site = db.session.get(site_ops.Site, int(site_ref))
+        if site is None:
+            raise CliError(f"no site with public key or id {site_ref}")
+        try:
+            inv, created = invitations.invite(site, email, role, actor="cli")
+        except invitations.InviteError as exc:
+            raise CliError(str(exc)) from None
+        click.echo(f"{'invited' if created else 'invited again'} {inv.email} as {inv.role} "
+                   f"of {site.public_key} (the link works until {inv.expires_at:%Y-%m-%d %H:%M} "
+                   "UTC)")
+
     @staff_group.command("deactivate")
     @click.argument("email")
     def staff_deactivate(email: str) -> None:

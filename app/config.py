@@ -90,6 +90,10 @@ class Defaults:
     LOGIN_LOCK_MAX_SECONDS = 900
     PASSWORD_RESET_MAX_AGE = 3600  # seconds a password-reset link works (once)
     LIMIT_PASSWORD_RESET = "5 per 15 minutes"
+    # Staff invitations (app/invitations.py): how long a link works (once), and how many an
+    # owner's address may send (new, again) in a window: every one is an email to a stranger.
+    STAFF_INVITE_MAX_AGE = 7 * 24 * 3600
+    LIMIT_STAFF_INVITE = "30 per hour"
 
     DEMO_SITE_KEY = "pk_demo"
 

@@ -75,13 +75,22 @@ def _get(email: str) -> StaffUser:
     return user
 
 
-def create(email: str, password: str, role: str = "agent") -> StaffUser:
-    """Create a staff account; the email is stored lower-cased and must be new."""
+def add(email: str, password: str, role: str = "agent", name: str | None = None) -> StaffUser:
+    """Add a staff account to the session (policy checked, no commit: an invitation creates
+    it in the same transaction as the membership); the email is stored lower-cased and must
+    be new (ValueError, whose message is safe to show)."""
     email = email.strip().lower()
     if find(email) is not None:
         raise ValueError(f"a staff account with email {email} already exists")
-    user = StaffUser(email=email, password_hash=_hash(password), role=role)
+    user = StaffUser(email=email, password_hash=_hash(password), role=role, name=name)
     db.session.add(user)
+    return user
+
+
+def create(email: str, password: str, role: str = "agent") -> StaffUser:
+    """Create a staff account; the email is stored lower-cased and must be new."""
+    email = email.strip().lower()
+    user = add(email, password, role)
     try:
         db.session.commit()
     except IntegrityError:  # created concurrently: the same answer, and no hash in the message

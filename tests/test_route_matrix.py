@@ -48,6 +48,7 @@ OK = frozenset({*range(200, 400), 409})  # allowed: through, whatever the outcom
 # Routes anyone may open (sign-in and reset, the customer-facing embed, the demo, assets).
 PUBLIC = frozenset({
     "admin.login", "admin.reset_request", "admin.reset_password",
+    "admin.invite_accept",  # the link's signed token decides (tests/test_staff_admin.py)
     "embed.issue_prompt", "embed.prompt", "embed.prompt_page", "embed.thanks", "embed.verify",
     "embed.widget", "embed.widget_versioned", "demo.index", "demo.page", "static",
 })
@@ -153,6 +154,36 @@ class Ctx:
         moment_id, form = self._with(read)
         return {**self.s(which), "moment_id": moment_id}, form
 
+    def invitation(self, which: str) -> dict[str, int]:
+        """A fresh pending invitation of the site (a revoke ends it)."""
+        from app import invitations
+
+        def make() -> int:
+            inv, _new = invitations.invite(db.session.get(Site, self.site[which]),
+                                           f"inv{next(self.n)}@{which}.example", "viewer",
+                                           actor="cli")
+            return inv.id
+        return {**self.s(which), "invitation_id": self._with(make)}
+
+    def membership(self, which: str, fresh: bool = False) -> dict[str, int]:
+        """The site's agent's membership, or a fresh member's (a remove deletes it)."""
+        from app import staff
+        from app.models import SiteMembership
+
+        def make() -> int:
+            staff_id = self.staff[which]
+            if fresh:
+                user = staff.add(f"m{next(self.n)}@{which}.example", PASSWORD, "agent")
+                db.session.flush()
+                staff_id = user.id
+                db.session.add(SiteMembership(staff_id=staff_id, site_id=self.site[which],
+                                              role="viewer"))
+                db.session.commit()
+            return db.session.scalar(select(SiteMembership.id).where(
+                SiteMembership.staff_id == staff_id,
+                SiteMembership.site_id == self.site[which]))
+        return {**self.s(which), "membership_id": self._with(make)}
+
     def labels(self, which: str) -> dict[str, str]:
         return self._with(lambda: {f"label-{k}": v for k, v in replies.categories(
             db.session.get(Site, self.site[which]))})
@@ -233,6 +264,18 @@ ROUTES: list[Route] = [
     Route("admin.settings_root_causes", "POST", "site.settings", site_only,
           form=lambda ctx, w: ctx.labels(w)),
     Route("admin.settings_audit", "GET", "audit.read", site_only),
+    # -- staff: members and invitations
+    Route("admin.settings_staff", "GET", "staff.manage", site_only),
+    Route("admin.settings_staff_invite", "POST", "staff.manage", site_only,
+          form=lambda ctx, w: {"email": f"new{next(ctx.n)}@{w}.example", "role": "agent"}),
+    Route("admin.settings_staff_resend", "POST", "staff.manage",
+          lambda ctx, w: ctx.invitation(w)),
+    Route("admin.settings_staff_revoke", "POST", "staff.manage",
+          lambda ctx, w: ctx.invitation(w)),
+    Route("admin.settings_staff_role", "POST", "staff.manage",
+          lambda ctx, w: ctx.membership(w), form=lambda ctx, w: {"role": "agent"}),
+    Route("admin.settings_staff_remove", "POST", "staff.manage",
+          lambda ctx, w: ctx.membership(w, fresh=True)),
     Route("admin.settings_audit_csv", "GET", "audit.read", site_only),
     # -- webhooks
     Route("admin.settings_webhooks", "GET", "webhooks.manage", site_only),

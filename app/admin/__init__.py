@@ -11,5 +11,6 @@ from . import (  # noqa: E402,F401
     settings_audit,
     settings_loop,
     settings_replies,
+    settings_staff,
     views,
 )

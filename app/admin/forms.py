@@ -1,7 +1,7 @@
 """Admin forms (Flask-WTF: CSRF on)."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField
+from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from ..staff import MIN_PASSWORD_CHARS
@@ -34,3 +34,18 @@ class NewPasswordForm(FlaskForm):
                                message=f"At least {MIN_PASSWORD_CHARS} characters.")])
     confirm = PasswordField("Repeat the new password", validators=[
         DataRequired(), EqualTo("password", message="The two passwords differ.")])
+
+
+class InviteAcceptForm(FlaskForm):
+    """Accept an invitation with a new account: a name and a password (the reset policy)."""
+
+    name = StringField("Your name", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(min=MIN_PASSWORD_CHARS, max=200,
+                               message=f"At least {MIN_PASSWORD_CHARS} characters.")])
+    confirm = PasswordField("Repeat the password", validators=[
+        DataRequired(), EqualTo("password", message="The two passwords differ.")])
+
+
+class InviteJoinForm(FlaskForm):
+    """Accept an invitation with the signed-in account (a button: CSRF only)."""

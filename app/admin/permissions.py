@@ -170,7 +170,7 @@ def requires(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return decorate
 
 
-# -- memberships (the CLI today, the staff settings page later) --------------------------------
+# -- memberships (the CLI and the staff settings page) -----------------------------------------
 
 
 def grant(user: StaffUser, site: Site, role: str, *, actor: StaffUser | str = "cli"
@@ -208,6 +208,47 @@ def revoke(user: StaffUser, site: Site, *, actor: StaffUser | str = "cli") -> st
                  site_id=site.id, details={"email": user.email, "role": role})
     db.session.commit()
     return role
+
+
+class LastOwner(ValueError):
+    """The change would leave a site without an owner (the message is safe to show)."""
+
+
+def _keep_an_owner(membership: SiteMembership) -> None:
+    """LastOwner if `membership` is its site's only owner. Locks the site's owner rows
+    (PostgreSQL) and re-reads them, so two owners demoting each other at once cannot both
+    pass: the second sees the first one's change once it commits."""
+    owners = db.session.scalars(
+        select(SiteMembership).where(SiteMembership.site_id == membership.site_id,
+                                     SiteMembership.role == "owner")
+        .with_for_update().execution_options(populate_existing=True)).all()
+    if membership.role == "owner" and [m.id for m in owners] == [membership.id]:
+        raise LastOwner("A site needs at least one owner: make someone else owner first.")
+
+
+def change_role(membership: SiteMembership, role: str, *, actor: StaffUser | str
+                ) -> str | None:
+    """Give a member another role on their site, never demoting its last owner (LastOwner);
+    audited like `grant`, returns the previous role. Commits."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+    if role != "owner":
+        _keep_an_owner(membership)
+    user = db.session.get(StaffUser, membership.staff_id)
+    site = db.session.get(Site, membership.site_id)
+    assert user is not None and site is not None  # foreign keys
+    _m, previous = grant(user, site, role, actor=actor)
+    return previous
+
+
+def remove_member(membership: SiteMembership, *, actor: StaffUser | str) -> str:
+    """Remove a member from their site, never its last owner (LastOwner); audited like
+    `revoke`, returns the role they had. Commits."""
+    _keep_an_owner(membership)
+    user = db.session.get(StaffUser, membership.staff_id)
+    site = db.session.get(Site, membership.site_id)
+    assert user is not None and site is not None
+    return revoke(user, site, actor=actor)
 
 
 def memberships(user_ids: list[int] | None = None) -> dict[int, list[tuple[str, str]]]:

@@ -40,6 +40,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("admin.settings_rules", "Rules", "rules.manage"),
     ("admin.settings_templates", "Templates", "templates.manage"),
     ("admin.settings_root_causes", "Root causes", "site.settings"),
+    ("admin.settings_staff", "Staff", "staff.manage"),
     ("admin.settings_audit", "Audit log", "audit.read"),
 )
 SITE_FORM = [f for f in site_ops.SITE_FIELDS if f != "webhooks_allow_private"]

@@ -383,6 +383,7 @@ class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
     role: Mapped[str] = mapped_column(String(16), default="agent")
+    name: Mapped[str | None] = mapped_column(String(200))  # as they gave it (invitations)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Sign-in hardening (app/staff.py): failed sign-ins in a row and the lock they earned;
@@ -397,7 +398,7 @@ class StaffUser(UserMixin, db.Model):  # type: ignore[name-defined]
         return self.active
 
 
-from .access import SITE_ROLES, AuditEvent, SiteMembership  # noqa: E402
+from .access import SITE_ROLES, AuditEvent, Invitation, SiteMembership  # noqa: E402
 from .loop import (  # noqa: E402  (the loop's tables, split out to keep this file short)
     CaseAlert,
     DeliveryAttempt,
@@ -415,5 +416,5 @@ __all__ = [
     "Impression", "Moment", "Outbox", "Response", "ResponseSku", "RoutingRule", "Site",
     "StaffUser", "Team", "UTCDateTime", "WebhookDelivery", "WebhookEndpoint", "team_members",
     "new_public_id", "new_public_key", "new_secret", "set_clock", "utcnow",
-    "SITE_ROLES", "AuditEvent", "SiteMembership", "ResponseTemplate",
+    "SITE_ROLES", "AuditEvent", "Invitation", "SiteMembership", "ResponseTemplate",
 ]

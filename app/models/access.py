@@ -31,6 +31,42 @@ class SiteMembership(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Invitation(db.Model):  # type: ignore[name-defined]
+    """An invitation to join a site with a role, sent by email (app/invitations.py).
+
+    One row per (site, email): inviting the same address again re-sends this row with a new
+    nonce (the old link dies) instead of adding another. The link is a signed token carrying
+    the id and the nonce; only a SHA-256 of the nonce is stored (`nonce_hash`), and it is
+    cleared when the invitation is used or revoked, so a link works once."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("site_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    role: Mapped[str] = mapped_column(String(16))
+    invited_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff_users.id", ondelete="SET NULL"))
+    invited_by_email: Mapped[str] = mapped_column(String(254))  # as it was when sent
+    nonce_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sends: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by_id: Mapped[int | None] = mapped_column(Integer)  # no FK: history, like the log
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def state(self, now: datetime) -> str:
+        """pending, expired, used or revoked."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        return "pending" if self.expires_at > now else "expired"
+
+
 class AuditEvent(db.Model):  # type: ignore[name-defined]
     """One staff (or CLI, or system) action: who, what, on which object, when, from where.
     Append-only: app/audit.py refuses any UPDATE or DELETE of these rows through the ORM.
