@@ -151,6 +151,54 @@ ACTIONS = [  # (url action, form, what the case shows after it, timeline kind)
 ]
 
 
+def test_a_long_timeline_shows_its_latest_entries(make_app, db_kind):
+    """A case with 150 notes shows the latest 100 and a link to the whole timeline, with the
+    same number of queries as a case with one entry; ?timeline=all shows all of them."""
+    from sqlalchemy import event
+
+    from app.models import utcnow
+
+    app = make_app(db_kind)
+    site = make_site(app)
+    member(app, "viewer@shop.example", site, "viewer")
+    quiet = answer(app, site, 2, "quiet", order="q-1")
+    busy = answer(app, site, 2, "busy", order="b-1")
+    assert quiet != busy
+    with app.app_context():
+        start = utcnow() + timedelta(minutes=1)  # after the routing's own entries
+        db.session.add_all(CaseEvent(case_id=busy, kind="note", actor="agent@shop.example",
+                                     note=f"note number {i:03d}",
+                                     created_at=start + timedelta(minutes=i))
+                           for i in range(150))
+        db.session.commit()
+    client = signed_in(app, "viewer@shop.example")
+
+    def page(case_id: int, query: str = "") -> tuple[str, int]:
+        seen = []
+        with app.app_context():
+            engine = db.engine
+        listen = lambda *a: seen.append(1)  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            html = client.get(f"/admin/cases/{case_id}{query}").get_data(as_text=True)
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+        return html, len(seen)
+
+    html, busy_queries = page(busy)
+    assert html.count('<li class="t-event">') == 100
+    assert "note number 149" in html and "note number 050" in html
+    assert "note number 049" not in html and "note number 000" not in html
+    assert f'href="/admin/cases/{busy}?timeline=all#timeline">Show the whole timeline' in html
+    quiet_html, quiet_queries = page(quiet)
+    assert "Show the whole timeline" not in quiet_html
+    assert busy_queries == quiet_queries
+    whole, _n = page(busy, "?timeline=all")
+    assert whole.count('<li class="t-event">') > 150
+    assert all(f"note number {i:03d}" in whole for i in range(150))
+    assert "Show the whole timeline" not in whole
+
+
 def test_roles_and_sites_decide_every_action(make_app, db_kind, receiver):
     """Each action: a viewer gets 403 and an agent of another site 404, neither changes
     anything; an agent's POST changes the case through loop.cases, adds its timeline event,

@@ -43,6 +43,8 @@ from .permissions import ACTIONS, can, get_scoped_or_404, requires, scoped
 
 STAGE_LABELS = {"ack": "Acknowledge", "ack_late": "Acknowledge (second target)",
                 "followup": "Follow up", "close": "Close", "loop": "Whole loop (verified)"}
+# The timeline shows the latest entries; "Show the whole timeline" (?timeline=all) the rest.
+TIMELINE_LIMIT = 100
 # How each scale's ratings read next to an answer on the case page.
 SCALE_RANGES = {"nps": "0–10", "csat": "1–5", "ces": "1–5", "emoji": "1–5",
                 "thumbs": "0 (no) / 1 (yes)"}
@@ -100,15 +102,24 @@ def sla_stages(case: Case, now: datetime) -> list[Stage]:
     return out
 
 
-def _timeline(case: Case) -> list[Entry]:
-    events = db.session.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id))
-    emails = db.session.scalars(select(EmailMessage).where(EmailMessage.case_id == case.id))
-    hooks = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.case_id == case.id))
-    entries = [Entry(e.created_at, "event", e) for e in events]
-    entries += [Entry(m.created_at, "email", m) for m in emails]
-    entries += [Entry(d.created_at, "webhook", d) for d in hooks]
+def _timeline(case: Case, limit: int | None) -> tuple[list[Entry], bool]:
+    """The case's events, emails and webhook deliveries, oldest first: the latest `limit`
+    of them (None: all), and whether older ones were left out. Each kind is read newest
+    first with at most limit + 1 rows, so a case with thousands of entries costs what one
+    with a hundred does."""
+    kinds = (("event", CaseEvent), ("email", EmailMessage), ("webhook", WebhookDelivery))
+    entries: list[Entry] = []
+    for kind, model in kinds:
+        q = (select(model).where(model.case_id == case.id)
+             .order_by(model.created_at.desc(), model.id.desc()))
+        if limit is not None:
+            q = q.limit(limit + 1)
+        entries += [Entry(row.created_at, kind, row) for row in db.session.scalars(q)]
     order = {"event": 0, "email": 1, "webhook": 2}
-    return sorted(entries, key=lambda e: (e.at, order[e.kind], e.obj.id))
+    entries.sort(key=lambda e: (e.at, order[e.kind], e.obj.id))
+    if limit is not None and len(entries) > limit:
+        return entries[-limit:], True
+    return entries, False
 
 
 def _related(answer: Response) -> list[tuple[Response, Case, Moment]]:
@@ -163,10 +174,13 @@ def _page(case: Case, status: int = 200, stale: bool = False,
     allowed = {a: team_ok and can(user, case.site_id, a) for a in
                ("cases.acknowledge", "cases.resolve", "cases.reopen", "cases.note", "cases.tag",
                 "cases.priority", "cases.assign")}
+    whole = request.method == "GET" and request.args.get("timeline") == "all"
+    timeline, cut = _timeline(case, None if whole else TIMELINE_LIMIT)
     html = render_template(
         "admin/case.html", case=case, answer=answer, moment=moment, assignee=assignee,
         teams=teams, workers=_workers(case.site_id) if allowed["cases.assign"] else [],
-        stages=sla_stages(case, utcnow()), timeline=_timeline(case), related=_related(answer),
+        stages=sla_stages(case, utcnow()), timeline=timeline, timeline_cut=cut,
+        related=_related(answer),
         allowed=allowed, team_ok=team_ok, works=can(user, case.site_id, "cases.note"),
         version=loop_cases.version(case), next_steps=_next_steps(case),
         priorities=PRIORITIES, scale_range=SCALE_RANGES.get(answer.scale, ""),
