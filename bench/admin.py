@@ -369,9 +369,12 @@ def run(n: int, reps: int, deep: int, reuse: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"answers": n}
     from app.extensions import db
 
-    if reuse:  # measure the database a previous run left (no generation)
+    if reuse:  # measure the database a previous run left (no generation), at today's schema
+        from flask_migrate import upgrade
+
         app = make_app()
         with app.app_context():
+            upgrade()
             ids = {"sites": list(db.session.scalars(sa.text("SELECT id FROM sites ORDER BY id")))}
             busy = db.session.execute(sa.text(
                 "SELECT case_id FROM case_events GROUP BY case_id ORDER BY count(*) DESC "
