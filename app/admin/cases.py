@@ -107,7 +107,8 @@ def _timeline(case: Case, limit: int | None) -> tuple[list[Entry], bool]:
     of them (None: all), and whether older ones were left out. Each kind is read newest
     first with at most limit + 1 rows, so a case with thousands of entries costs what one
     with a hundred does."""
-    kinds = (("event", CaseEvent), ("email", EmailMessage), ("webhook", WebhookDelivery))
+    kinds: tuple[tuple[str, Any], ...] = (
+        ("event", CaseEvent), ("email", EmailMessage), ("webhook", WebhookDelivery))
     entries: list[Entry] = []
     for kind, model in kinds:
         q = (select(model).where(model.case_id == case.id)
