@@ -218,16 +218,9 @@ def test_owner_reads_the_log_in_chromium(make_app):
     """In Chromium an owner opens Settings → Audit log, filters by action, pages to older
     events; XSS in details opens no dialog; axe-core finds no violations; screenshots at
     1280 and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import _serve, check_page, sign_in
-
-    chromium = "/usr/bin/chromium"
-    need("Chromium", os.path.exists(chromium), f"{chromium} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", AUDIT_PAGE_SIZE=6)
@@ -247,36 +240,29 @@ def test_owner_reads_the_log_in_chromium(make_app):
                         "customer_message": True, "whys": 2})
     record(app, own.id, "webhook.remove", actor="owner@shop.example", object_type="webhook",
            object_id=7, remote_addr="198.51.100.4", details={"url": "https://hooks.example/x"})
-    server = make_server("127.0.0.1", port, app, threaded=True)
     wait = 10_000
     dialogs: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for base in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                sign_in(page, base, "owner@shop.example", PASSWORD)
-                page.get_by_role("heading", name="Inbox").wait_for(timeout=wait)
-                page.get_by_role("navigation", name="Admin").get_by_role(
-                    "link", name="Settings").click()
-                page.get_by_role("navigation", name="Settings sections").get_by_role(
-                    "link", name="Audit log").click()
-                page.get_by_role("heading", name="Audit log").wait_for(timeout=wait)
-                assert page.locator("table.audit-log tbody tr").count() == 6
-                check_page(page, "audit-log")
-                page.get_by_label("Action starts with").fill("case.")
-                page.get_by_role("button", name="Apply filters").click()
-                page.wait_for_url(lambda u: "action=case." in u, timeout=wait)
-                assert page.locator("table.audit-log tbody tr").count() == 6
-                page.get_by_role("link", name="Older events").click()
-                page.wait_for_url(lambda u: "after=" in u, timeout=wait)
-                assert page.locator("table.audit-log tbody tr").count() == 1
-                page.goto(f"{base}{url(own.id, '?from=2026-02-30')}")
-                page.get_by_role("alert").wait_for(timeout=wait)
-                check_page(page, "audit-log-error")
-                assert dialogs == []
-                page.close()
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, base):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        sign_in(page, base, "owner@shop.example", PASSWORD)
+        page.get_by_role("heading", name="Inbox").wait_for(timeout=wait)
+        page.get_by_role("navigation", name="Admin").get_by_role(
+            "link", name="Settings").click()
+        page.get_by_role("navigation", name="Settings sections").get_by_role(
+            "link", name="Audit log").click()
+        page.get_by_role("heading", name="Audit log").wait_for(timeout=wait)
+        assert page.locator("table.audit-log tbody tr").count() == 6
+        check_page(page, "audit-log")
+        page.get_by_label("Action starts with").fill("case.")
+        page.get_by_role("button", name="Apply filters").click()
+        page.wait_for_url(lambda u: "action=case." in u, timeout=wait)
+        assert page.locator("table.audit-log tbody tr").count() == 6
+        page.get_by_role("link", name="Older events").click()
+        page.wait_for_url(lambda u: "after=" in u, timeout=wait)
+        assert page.locator("table.audit-log tbody tr").count() == 1
+        page.goto(f"{base}{url(own.id, '?from=2026-02-30')}")
+        page.get_by_role("alert").wait_for(timeout=wait)
+        check_page(page, "audit-log-error")
+        assert dialogs == []
+        page.close()

@@ -4,7 +4,6 @@ signed, expiring, single-use email link, CSRF on every form. Driven through the 
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 
@@ -376,56 +375,44 @@ def test_reset_request_is_rate_limited(make_app):
 def test_reset_pages_in_chromium(make_app):
     """Reset request, "check your email", the new-password form (with its errors) and the
     dead-link page: usable in Chromium, no axe-core violations, screenshots at 1280 and 390 px."""
-    from werkzeug.serving import make_server
 
-    from .conftest import free_port, need
-    from .test_browser import _serve, check_page, sign_in
-
-    chromium = "/usr/bin/chromium"
-    need("Chromium", os.path.exists(chromium), f"{chromium} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", MAIL_BACKEND="console", **CFG)
     _create(app)
-    server = make_server("127.0.0.1", port, app, threaded=True)
     wait = 10_000
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for base in _serve(server):
-                page = browser.new_page()
-                page.goto(f"{base}/admin/login")
-                page.get_by_role("link", name="Forgot your password?").click()
-                page.get_by_role("heading", name="Reset your password").wait_for(timeout=wait)
-                check_page(page, "reset-request")
-                page.get_by_label("Email").fill(EMAIL)
-                page.get_by_role("button", name="Send the link").click()
-                page.get_by_role("heading", name="Check your email").wait_for(timeout=wait)
-                check_page(page, "reset-sent")
+    with chromium_serving(app, port) as (browser, base):
+        page = browser.new_page()
+        page.goto(f"{base}/admin/login")
+        page.get_by_role("link", name="Forgot your password?").click()
+        page.get_by_role("heading", name="Reset your password").wait_for(timeout=wait)
+        check_page(page, "reset-request")
+        page.get_by_label("Email").fill(EMAIL)
+        page.get_by_role("button", name="Send the link").click()
+        page.get_by_role("heading", name="Check your email").wait_for(timeout=wait)
+        check_page(page, "reset-sent")
 
-                with app.app_context():
-                    body = db.session.scalars(select(EmailMessage)).one().body_text
-                link = re.search(rf"http://127\.0\.0\.1:{port}/admin/reset/\S+", body).group(0)
-                page.goto(link)
-                page.get_by_label("New password", exact=True).fill("short")
-                page.get_by_label("Repeat the new password").fill("short")
-                page.get_by_role("button", name="Set the new password").click()
-                page.locator("#password-error").wait_for(timeout=wait)
-                check_page(page, "reset-password-error")
-                page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-                page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-                page.get_by_role("button", name="Set the new password").click()
-                page.get_by_text("Your password was changed.").wait_for(timeout=wait)
-                page.goto(link)
-                page.get_by_role("heading", name="This link no longer works").wait_for(
-                    timeout=wait)
-                check_page(page, "reset-invalid")
-                sign_in(page, base, EMAIL, NEW_PASSWORD)
-                page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
-        finally:
-            browser.close()
+        with app.app_context():
+            body = db.session.scalars(select(EmailMessage)).one().body_text
+        link = re.search(rf"http://127\.0\.0\.1:{port}/admin/reset/\S+", body).group(0)
+        page.goto(link)
+        page.get_by_label("New password", exact=True).fill("short")
+        page.get_by_label("Repeat the new password").fill("short")
+        page.get_by_role("button", name="Set the new password").click()
+        page.locator("#password-error").wait_for(timeout=wait)
+        check_page(page, "reset-password-error")
+        page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+        page.get_by_role("button", name="Set the new password").click()
+        page.get_by_text("Your password was changed.").wait_for(timeout=wait)
+        page.goto(link)
+        page.get_by_role("heading", name="This link no longer works").wait_for(
+            timeout=wait)
+        check_page(page, "reset-invalid")
+        sign_in(page, base, EMAIL, NEW_PASSWORD)
+        page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
     with app.app_context():
         assert db.session.scalar(select(func.count(StaffUser.id))) == 1
 

@@ -3,11 +3,13 @@ another origin (127.0.0.2) than Closeloop (127.0.0.1), as on a merchant's site."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -45,6 +47,27 @@ def sign_in(page, base: str, email: str, password: str) -> None:
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+@contextlib.contextmanager
+def chromium_serving(app, port: int) -> Iterator[tuple[Any, str]]:
+    """`app` served on 127.0.0.1:`port` in a thread and a headless Chromium: yields
+    (browser, base URL). The shared frame of the admin and page tests that need their own
+    app (skips on laptops without Chromium or Playwright; fails in CI)."""
+    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("Playwright", False, "the playwright package is not installed")
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox"])
+        try:
+            for base in _serve(server):
+                yield browser, base
+        finally:
+            browser.close()
 
 
 def _serve(server) -> Iterator[str]:

@@ -481,16 +481,10 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server, clock):
     routing rule chose (edited before sending): the email arrives at the SMTP server, the
     customer's "yes" link (a page with one button, which the page presses) verifies the case,
     and the timeline shows it. No axe-core violations; screenshots at 1280 and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, sign_in
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
     from .test_root_cause_templates import add_template
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
 
     smtp_port, box = smtp_server
     port = free_port()
@@ -509,61 +503,54 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server, clock):
         db.session.commit()
     clock.advance(timedelta(hours=3))  # past the 2 h acknowledge target: overdue
     wait = 10_000
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                sign_in(page, base, "agent@shop.example", PASSWORD)
-                nav = page.get_by_role("navigation", name="Admin")
-                nav.get_by_role("link", name=re.compile(r"^Overdue \d+$")).click()
-                page.wait_for_url(lambda url: "due=overdue" in url, timeout=wait)
-                assert page.locator(f"table.inbox tbody tr#case-{case_id}").count() == 1
-                page.locator(f"a[href$='/cases/{case_id}']").first.click()
-                page.get_by_role("heading", name=re.compile(f"Case #{case_id}")).wait_for(
-                    timeout=wait)
-                check_page(page, "case-new")
-                page.get_by_role("button", name="Acknowledge").click()
-                page.get_by_text("Case acknowledged.").wait_for(timeout=wait)
-                page.get_by_label("Note (staff only)").fill("Courier confirms a drop.")
-                page.get_by_role("button", name="Add note").click()
-                page.get_by_text("Note added.").wait_for(timeout=wait)
-                page.get_by_label("What was done").fill("Sent a new screen")
-                page.get_by_label("Root cause").fill("courier")
-                assert page.get_by_label("Response template").input_value() == "screen_damage"
-                message = page.get_by_label("Message to the customer")
-                drafted = message.input_value()
-                assert drafted == ("Hello,\n\nwe are sorry your order 1001 (TV-1, TV-2) "
-                                   "arrived damaged.")
-                message.fill(drafted + "\nWe sent you a new screen; it arrives on Tuesday.")
-                page.get_by_role("button", name="Resolve").click()
-                page.get_by_text("Case resolved.").wait_for(timeout=wait)
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        sign_in(page, base, "agent@shop.example", PASSWORD)
+        nav = page.get_by_role("navigation", name="Admin")
+        nav.get_by_role("link", name=re.compile(r"^Overdue \d+$")).click()
+        page.wait_for_url(lambda url: "due=overdue" in url, timeout=wait)
+        assert page.locator(f"table.inbox tbody tr#case-{case_id}").count() == 1
+        page.locator(f"a[href$='/cases/{case_id}']").first.click()
+        page.get_by_role("heading", name=re.compile(f"Case #{case_id}")).wait_for(
+            timeout=wait)
+        check_page(page, "case-new")
+        page.get_by_role("button", name="Acknowledge").click()
+        page.get_by_text("Case acknowledged.").wait_for(timeout=wait)
+        page.get_by_label("Note (staff only)").fill("Courier confirms a drop.")
+        page.get_by_role("button", name="Add note").click()
+        page.get_by_text("Note added.").wait_for(timeout=wait)
+        page.get_by_label("What was done").fill("Sent a new screen")
+        page.get_by_label("Root cause").fill("courier")
+        assert page.get_by_label("Response template").input_value() == "screen_damage"
+        message = page.get_by_label("Message to the customer")
+        drafted = message.input_value()
+        assert drafted == ("Hello,\n\nwe are sorry your order 1001 (TV-1, TV-2) "
+                           "arrived damaged.")
+        message.fill(drafted + "\nWe sent you a new screen; it arrives on Tuesday.")
+        page.get_by_role("button", name="Resolve").click()
+        page.get_by_text("Case resolved.").wait_for(timeout=wait)
 
-                mails = wait_for(lambda: [m for m in box.to(CUSTOMER)
-                                          if "what we did" in m["Subject"]])
-                assert len(mails) == 1
-                text = mails[0].get_body(("plain",)).get_content()
-                assert "we are sorry your order 1001 (TV-1, TV-2) arrived damaged." in text
-                assert "We sent you a new screen; it arrives on Tuesday." in text
-                yes = re.search(r"Yes, it is resolved: (\S+)", text).group(1)
-                assert yes.startswith(f"{base}/v/")
-                customer = browser.new_page()
-                customer.goto(yes)  # GET: one button; the page sends it by itself
-                customer.get_by_text("Thank you for confirming").wait_for(timeout=wait)
-                customer.close()
+        mails = wait_for(lambda: [m for m in box.to(CUSTOMER)
+                                  if "what we did" in m["Subject"]])
+        assert len(mails) == 1
+        text = mails[0].get_body(("plain",)).get_content()
+        assert "we are sorry your order 1001 (TV-1, TV-2) arrived damaged." in text
+        assert "We sent you a new screen; it arrives on Tuesday." in text
+        yes = re.search(r"Yes, it is resolved: (\S+)", text).group(1)
+        assert yes.startswith(f"{base}/v/")
+        customer = browser.new_page()
+        customer.goto(yes)  # GET: one button; the page sends it by itself
+        customer.get_by_text("Thank you for confirming").wait_for(timeout=wait)
+        customer.close()
 
-                page.goto(f"{base}/admin/cases/{case_id}")
-                timeline = page.locator("#timeline")
-                timeline.locator(".ev-verified").wait_for(timeout=wait)
-                assert "by customer" in timeline.inner_text()
-                for kind in ("acknowledged", "note", "resolved", "verified"):
-                    assert timeline.locator(f".ev-{kind}").count() == 1, kind
-                assert page.locator("h1 .status-verified").inner_text() == "verified"
-                check_page(page, "case-verified")
-        finally:
-            browser.close()
+        page.goto(f"{base}/admin/cases/{case_id}")
+        timeline = page.locator("#timeline")
+        timeline.locator(".ev-verified").wait_for(timeout=wait)
+        assert "by customer" in timeline.inner_text()
+        for kind in ("acknowledged", "note", "resolved", "verified"):
+            assert timeline.locator(f".ev-{kind}").count() == 1, kind
+        assert page.locator("h1 .status-verified").inner_text() == "verified"
+        check_page(page, "case-verified")
     with app.app_context():
         assert db.session.get(Case, case_id).status == "verified"
     assert len([m for m in box.to(CUSTOMER) if "what we did" in m["Subject"]]) == 1
@@ -573,16 +560,10 @@ def test_agent_works_a_detractor_case_in_chromium(make_app, smtp_server, clock):
 def test_hostile_text_is_inert_in_chromium(make_app):
     """The XSS corpus as comment, SKUs, order, customer, note and tags: in Chromium no dialog
     opens, no script of theirs runs and no request leaves for another host."""
-    import os
     from urllib.parse import urlsplit
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, sign_in
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import chromium_serving, sign_in
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -599,21 +580,14 @@ def test_hostile_text_is_inert_in_chromium(make_app):
     assert post(client, case_id, "tags", add=",".join(hostile[:5])).status_code == 302
     dialogs: list[str] = []
     elsewhere: list[str] = []
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page()
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.on("request", lambda r: elsewhere.append(r.url)
-                        if urlsplit(r.url).netloc != f"127.0.0.1:{port}" else None)
-                sign_in(page, base, "agent@shop.example", PASSWORD)
-                page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=10_000)
-                page.goto(f"{base}/admin/cases/{case_id}", wait_until="networkidle")
-                assert "<script>alert(1)</script>" in page.locator(".o-answer").inner_text()
-                assert page.locator("main script, main img, main svg").count() == 0
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page()
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda r: elsewhere.append(r.url)
+                if urlsplit(r.url).netloc != f"127.0.0.1:{port}" else None)
+        sign_in(page, base, "agent@shop.example", PASSWORD)
+        page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=10_000)
+        page.goto(f"{base}/admin/cases/{case_id}", wait_until="networkidle")
+        assert "<script>alert(1)</script>" in page.locator(".o-answer").inner_text()
+        assert page.locator("main script, main img, main svg").count() == 0
     assert dialogs == [] and elsewhere == []

@@ -259,44 +259,31 @@ def test_translated_pages_in_chromium(make_app, lang):
     """The NPS prompt (the widest scale and the longest end labels), its error state and the
     detractor's thank-you page in `lang` in Chromium: no axe-core violations, screenshots at
     1280 and 390 px (looked at: labels fit, nothing overflows)."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, no_frame_js
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, no_frame_js
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = make_app(PUBLIC_BASE_URL=base)
     site = make_site(app, support_contact="help@shop.example")
     token = verified_token(site, moment="delivery", locale=lang, customer="c-9")
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                context = browser.new_context(viewport={"width": 390, "height": 844})
-                no_frame_js(context)  # no auto-send: the page as a person fills it in
-                page = context.new_page()
-                page.goto(f"{base}/p/{token}")
-                assert page.locator("html").get_attribute("lang") == lang
-                check_page(page, f"prompt-{lang}")
-                page.locator("button[type=submit]").click()
-                page.locator("#rating-err").wait_for()
-                check_page(page, f"prompt-error-{lang}")
-                page.locator("label[for$='-2']").first.click()
-                page.locator("button[type=submit]").click()
-                page.locator("h1").wait_for()
-                assert "/t/" in page.url
-                check_page(page, f"thanks-{lang}")
-                context.close()
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        context = browser.new_context(viewport={"width": 390, "height": 844})
+        no_frame_js(context)  # no auto-send: the page as a person fills it in
+        page = context.new_page()
+        page.goto(f"{base}/p/{token}")
+        assert page.locator("html").get_attribute("lang") == lang
+        check_page(page, f"prompt-{lang}")
+        page.locator("button[type=submit]").click()
+        page.locator("#rating-err").wait_for()
+        check_page(page, f"prompt-error-{lang}")
+        page.locator("label[for$='-2']").first.click()
+        page.locator("button[type=submit]").click()
+        page.locator("h1").wait_for()
+        assert "/t/" in page.url
+        check_page(page, f"thanks-{lang}")
+        context.close()
 
 
 def test_the_question_in_each_language(make_app):

@@ -587,16 +587,9 @@ def test_agent_works_the_overdue_view_in_chromium(make_app, clock):
     """In Chromium: sign in → "Overdue" in the navigation → filter by moment → select two rows
     → bulk acknowledge; the two cases are acknowledged and no longer overdue, the others are
     untouched. axe-core finds no violations on the inbox; screenshots at 1280 and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import _serve, check_page, sign_in
-
-    chromium = "/usr/bin/chromium"
-    need("Chromium", os.path.exists(chromium), f"{chromium} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
@@ -608,44 +601,37 @@ def test_agent_works_the_overdue_view_in_chromium(make_app, clock):
         (2, "Coupon field refused my code"), (2, "Slow, very slow"))]
     delivery = answer(client, own, 3, "Parcel came a day late", moment="delivery")
     clock.advance(timedelta(hours=3))  # every acknowledge (2 h) is overdue
-    server = make_server("127.0.0.1", port, app, threaded=True)
     wait = 10_000
     dialogs: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for base in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                sign_in(page, base, "agent@shop.example", PASSWORD)
-                page.get_by_role("heading", name="Inbox").wait_for(timeout=wait)
-                nav = page.get_by_role("navigation", name="Admin")
-                assert nav.get_by_role("link", name="Overdue 4").count() == 1
-                nav.get_by_role("link", name="Overdue 4").click()
-                page.wait_for_url(lambda url: "due=overdue" in url, timeout=wait)
-                page.get_by_text("More filters").click()
-                page.get_by_label("Moment").fill("checkout")
-                page.get_by_role("button", name="Apply filters").click()
-                page.wait_for_url(lambda url: "moment=checkout" in url, timeout=wait)
-                rows = page.locator("table.inbox tbody tr")
-                assert rows.count() == 3
-                check_page(page, "inbox")
-                first, second = (int(rows.nth(i).get_attribute("id").split("-")[1])
-                                 for i in range(2))
-                page.get_by_label(f"Select case {first}").check()
-                page.get_by_label(f"Select case {second}").check()
-                page.get_by_label("Action").select_option("acknowledge")
-                page.get_by_role("button", name="Apply to selected").click()
-                page.get_by_text("Acknowledged 2 cases.").wait_for(timeout=wait)
-                assert "moment=checkout" in page.url and "due=overdue" in page.url
-                assert page.locator("table.inbox tbody tr").count() == 1
-                assert page.get_by_role("link", name="Overdue 2").count() == 1
-                assert dialogs == []
-                check_page(page, "inbox-after-bulk")
-                page.close()
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, base):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        sign_in(page, base, "agent@shop.example", PASSWORD)
+        page.get_by_role("heading", name="Inbox").wait_for(timeout=wait)
+        nav = page.get_by_role("navigation", name="Admin")
+        assert nav.get_by_role("link", name="Overdue 4").count() == 1
+        nav.get_by_role("link", name="Overdue 4").click()
+        page.wait_for_url(lambda url: "due=overdue" in url, timeout=wait)
+        page.get_by_text("More filters").click()
+        page.get_by_label("Moment").fill("checkout")
+        page.get_by_role("button", name="Apply filters").click()
+        page.wait_for_url(lambda url: "moment=checkout" in url, timeout=wait)
+        rows = page.locator("table.inbox tbody tr")
+        assert rows.count() == 3
+        check_page(page, "inbox")
+        first, second = (int(rows.nth(i).get_attribute("id").split("-")[1])
+                         for i in range(2))
+        page.get_by_label(f"Select case {first}").check()
+        page.get_by_label(f"Select case {second}").check()
+        page.get_by_label("Action").select_option("acknowledge")
+        page.get_by_role("button", name="Apply to selected").click()
+        page.get_by_text("Acknowledged 2 cases.").wait_for(timeout=wait)
+        assert "moment=checkout" in page.url and "due=overdue" in page.url
+        assert page.locator("table.inbox tbody tr").count() == 1
+        assert page.get_by_role("link", name="Overdue 2").count() == 1
+        assert dialogs == []
+        check_page(page, "inbox-after-bulk")
+        page.close()
     with app.app_context():
         status = {c.id: c.status for c in db.session.scalars(select(Case))}
     assert sorted(c for c in checkout if status[c] == "acknowledged") == sorted(

@@ -4,8 +4,6 @@ past the right edge, and the end labels match the question's scale."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from sqlalchemy import select
 
@@ -21,13 +19,9 @@ WIDTHS = (304, 320, 360, 380, 390, 1280)
 
 @pytest.mark.browser
 def test_every_scale_fits_the_slide_in(make_app):
-    from werkzeug.serving import make_server
 
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, no_frame_js
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, no_frame_js
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -37,47 +31,40 @@ def test_every_scale_fits_the_slide_in(make_app):
         moments = {m.scale: m.key for m in db.session.scalars(
             select(Moment).where(Moment.site_id == site.id).order_by(Moment.id))}
     assert set(moments) == {"ces", "csat", "nps", "thumbs", "emoji"}
-    server = make_server("127.0.0.1", port, app, threaded=True)
     measured = {}
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                context = browser.new_context()
-                no_frame_js(context)
-                page = context.new_page()
-                for scale, key in moments.items():
-                    token = verified_token(site, moment=key, locale="en")
-                    # As the slide-in shows it: framed (data-parent), so the compact layout.
-                    page.goto(f"{base}/p/{token}?o=https%3A%2F%2Fshop.example")
-                    for width in WIDTHS:
-                        page.set_viewport_size({"width": width, "height": 700})
-                        boxes = page.locator(".opts label").evaluate_all(
-                            "els => els.map(e => e.getBoundingClientRect().toJSON())")
-                        edge = page.locator("fieldset").evaluate(
-                            "e => e.getBoundingClientRect().right")
-                        rows: dict[int, int] = {}
-                        for b in boxes:
-                            assert b["width"] >= 44 and b["height"] >= 44, (scale, width, b)
-                            assert b["right"] <= min(edge, width) + 0.5, (scale, width, b)
-                            rows[round(b["top"])] = rows.get(round(b["top"]), 0) + 1
-                        counts = list(rows.values())
-                        assert len(counts) <= 2 and max(counts) - min(counts) <= 1, (
-                            scale, width, counts)
-                        measured[(scale, width)] = counts
-                    if scale == "nps":
-                        check_page(page, "prompt-nps-framed")
-                        # Opened as a link on a wide screen: room for one row of eleven.
-                        page.goto(f"{base}/p/{token}")
-                        page.set_viewport_size({"width": 1280, "height": 700})
-                        tops = page.locator(".opts label").evaluate_all(
-                            "els => els.map(e => Math.round(e.getBoundingClientRect().top))")
-                        measured[("nps-link", 1280)] = [len(tops)] if len(set(tops)) == 1 else []
-                        check_page(page, "prompt-nps-link")
-                context.close()
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        context = browser.new_context()
+        no_frame_js(context)
+        page = context.new_page()
+        for scale, key in moments.items():
+            token = verified_token(site, moment=key, locale="en")
+            # As the slide-in shows it: framed (data-parent), so the compact layout.
+            page.goto(f"{base}/p/{token}?o=https%3A%2F%2Fshop.example")
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 700})
+                boxes = page.locator(".opts label").evaluate_all(
+                    "els => els.map(e => e.getBoundingClientRect().toJSON())")
+                edge = page.locator("fieldset").evaluate(
+                    "e => e.getBoundingClientRect().right")
+                rows: dict[int, int] = {}
+                for b in boxes:
+                    assert b["width"] >= 44 and b["height"] >= 44, (scale, width, b)
+                    assert b["right"] <= min(edge, width) + 0.5, (scale, width, b)
+                    rows[round(b["top"])] = rows.get(round(b["top"]), 0) + 1
+                counts = list(rows.values())
+                assert len(counts) <= 2 and max(counts) - min(counts) <= 1, (
+                    scale, width, counts)
+                measured[(scale, width)] = counts
+            if scale == "nps":
+                check_page(page, "prompt-nps-framed")
+                # Opened as a link on a wide screen: room for one row of eleven.
+                page.goto(f"{base}/p/{token}")
+                page.set_viewport_size({"width": 1280, "height": 700})
+                tops = page.locator(".opts label").evaluate_all(
+                    "els => els.map(e => Math.round(e.getBoundingClientRect().top))")
+                measured[("nps-link", 1280)] = [len(tops)] if len(set(tops)) == 1 else []
+                check_page(page, "prompt-nps-link")
+        context.close()
     assert measured[("nps", 380)] == [6, 5] and measured[("nps-link", 1280)] == [11]
     assert all(measured[(s, 304)] == [n] for s, n in (("ces", 5), ("csat", 5), ("emoji", 5),
                                                        ("thumbs", 2)))

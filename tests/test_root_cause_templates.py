@@ -295,16 +295,10 @@ def test_settings_pages_accessible_in_chromium(make_app):
     """The templates page (with a preview), one template's edit page, the root-cause page and
     the resolve form with a preselected template: no axe-core violations; screenshots at 1280
     and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, sign_in
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
     from .test_case_view import PASSWORD
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -320,42 +314,35 @@ def test_settings_pages_accessible_in_chromium(make_app):
         db.session.get(Case, case_id).template = "tv_damage"
         db.session.commit()
     wait = 10_000
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                sign_in(page, base, "lead@shop.example", PASSWORD)
-                page.get_by_role("link", name="Inbox").first.wait_for(timeout=wait)
-                page.goto(f"{base}/admin/sites/{site.id}/settings/templates")
-                page.get_by_label("Key").fill("apology")
-                page.get_by_label("Title").fill("Apology")
-                page.get_by_label("Message").fill("Sorry about {sku}, {customer_name}.")
-                page.get_by_role("button", name="Preview").click()
-                page.get_by_text("Sorry about TV-1, TV-2.").wait_for(timeout=wait)
-                check_page(page, "settings-templates")
-                page.get_by_role("button", name="Save template").click()
-                page.get_by_text("Template apology (en) saved.").wait_for(timeout=wait)
-                page.get_by_role("link", name="Edit tv_damage (en)").click()
-                page.get_by_role("heading", name="Edit tv_damage (en)").wait_for(timeout=wait)
-                check_page(page, "settings-template-edit")
-                page.goto(f"{base}/admin/sites/{site.id}/settings/root-causes")
-                page.get_by_label("Label of courier").fill("Carrier")
-                page.get_by_role("button", name="Save labels").click()
-                page.get_by_text("Root-cause categories saved.").wait_for(timeout=wait)
-                check_page(page, "settings-root-causes")
-                page.goto(f"{base}/admin/cases/{case_id}")
-                assert page.get_by_label("Response template").input_value() == "tv_damage"
-                assert "order 1001 (TV-1, TV-2)" in page.get_by_label(
-                    "Message to the customer").input_value()
-                page.get_by_label("Response template").select_option("late")
-                page.get_by_role("button", name="Use template").click()
-                page.wait_for_url(re.compile(r"template=late"))
-                assert page.get_by_label("Message to the customer").input_value() == (
-                    "Order 1001 is on its way.")
-                page.get_by_label("Root-cause category").select_option("courier")
-                check_page(page, "case-resolve-template")
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        sign_in(page, base, "lead@shop.example", PASSWORD)
+        page.get_by_role("link", name="Inbox").first.wait_for(timeout=wait)
+        page.goto(f"{base}/admin/sites/{site.id}/settings/templates")
+        page.get_by_label("Key").fill("apology")
+        page.get_by_label("Title").fill("Apology")
+        page.get_by_label("Message").fill("Sorry about {sku}, {customer_name}.")
+        page.get_by_role("button", name="Preview").click()
+        page.get_by_text("Sorry about TV-1, TV-2.").wait_for(timeout=wait)
+        check_page(page, "settings-templates")
+        page.get_by_role("button", name="Save template").click()
+        page.get_by_text("Template apology (en) saved.").wait_for(timeout=wait)
+        page.get_by_role("link", name="Edit tv_damage (en)").click()
+        page.get_by_role("heading", name="Edit tv_damage (en)").wait_for(timeout=wait)
+        check_page(page, "settings-template-edit")
+        page.goto(f"{base}/admin/sites/{site.id}/settings/root-causes")
+        page.get_by_label("Label of courier").fill("Carrier")
+        page.get_by_role("button", name="Save labels").click()
+        page.get_by_text("Root-cause categories saved.").wait_for(timeout=wait)
+        check_page(page, "settings-root-causes")
+        page.goto(f"{base}/admin/cases/{case_id}")
+        assert page.get_by_label("Response template").input_value() == "tv_damage"
+        assert "order 1001 (TV-1, TV-2)" in page.get_by_label(
+            "Message to the customer").input_value()
+        page.get_by_label("Response template").select_option("late")
+        page.get_by_role("button", name="Use template").click()
+        page.wait_for_url(re.compile(r"template=late"))
+        assert page.get_by_label("Message to the customer").input_value() == (
+            "Order 1001 is on its way.")
+        page.get_by_label("Root-cause category").select_option("courier")
+        check_page(page, "case-resolve-template")

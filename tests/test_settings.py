@@ -511,15 +511,9 @@ def test_owner_changes_contact_and_adds_webhook_in_chromium(make_app, receiver):
     """An owner signs in, opens Settings, changes the support contact, rotates the secret
     (shown once), adds a webhook endpoint and opens its delivery log; axe-core reports no
     violation on any settings page; screenshots at 1280 and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, sign_in
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -529,55 +523,48 @@ def test_owner_changes_contact_and_adds_webhook_in_chromium(make_app, receiver):
     member(app, "owner@shop.example", site, "owner")
     answer(app, site)
     wait = 10_000
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                sign_in(page, base, "owner@shop.example", PASSWORD)
-                page.get_by_role("link", name="Settings").click()
-                page.get_by_role("heading", name="Site settings").wait_for(timeout=wait)
-                check_page(page, "settings-site")
-                page.get_by_label("Support contact").fill("care@shop.example")
-                page.get_by_role("button", name="Save settings").click()
-                page.get_by_text("Settings saved.").wait_for(timeout=wait)
-                assert page.get_by_label("Support contact").input_value() == "care@shop.example"
-                page.get_by_label("Support contact").fill("")
-                page.get_by_label("Allowed origins").fill("not an origin")
-                page.get_by_role("button", name="Save settings").click()
-                page.get_by_text("not an origin (scheme://host[:port])").wait_for(timeout=wait)
-                check_page(page, "settings-site-errors")
-                page.goto(f"{base}/admin/sites/{site.id}/settings/site")
-                page.get_by_role("button", name="Rotate the secret").click()
-                page.get_by_role("heading", name="New signing secret").wait_for(timeout=wait)
-                shown = page.locator("#new-secret").inner_text()
-                check_page(page, "settings-site-secret")
-                page.get_by_role("link", name="Moments").click()
-                page.get_by_role("heading", name="Moments").wait_for(timeout=wait)
-                check_page(page, "settings-moments")
-                page.get_by_role("link", name="Webhooks", exact=True).click()
-                page.get_by_label("URL").fill(receiver.url("/ok"))
-                page.get_by_label("Description").fill("Helpdesk")
-                page.get_by_role("button", name="Add endpoint").click()
-                page.get_by_role("heading", name=re.compile("Endpoint #\\d+ added")).wait_for(
-                    timeout=wait)
-                check_page(page, "settings-webhooks")
-                answer(app, site, 9, None)  # a response.created delivery to the endpoint
-                page.get_by_role("link", name="Webhooks", exact=True).click()
-                page.get_by_role("link", name=re.compile("Delivery log")).first.click()
-                page.get_by_role("heading", name=re.compile("Delivery log")).wait_for(
-                    timeout=wait)
-                sent = page.locator("section.delivery").count()  # response.created + case
-                assert sent >= 1 and page.locator("table.attempts tbody tr").count() == sent
-                check_page(page, "settings-webhook-log")
-                page.get_by_role("button", name=re.compile("Redeliver")).first.click()
-                page.get_by_text(re.compile(r"Delivery #\d+ queued again")).wait_for(
-                    timeout=wait)
-                assert page.locator("table.attempts tbody tr").count() == sent + 1
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        sign_in(page, base, "owner@shop.example", PASSWORD)
+        page.get_by_role("link", name="Settings").click()
+        page.get_by_role("heading", name="Site settings").wait_for(timeout=wait)
+        check_page(page, "settings-site")
+        page.get_by_label("Support contact").fill("care@shop.example")
+        page.get_by_role("button", name="Save settings").click()
+        page.get_by_text("Settings saved.").wait_for(timeout=wait)
+        assert page.get_by_label("Support contact").input_value() == "care@shop.example"
+        page.get_by_label("Support contact").fill("")
+        page.get_by_label("Allowed origins").fill("not an origin")
+        page.get_by_role("button", name="Save settings").click()
+        page.get_by_text("not an origin (scheme://host[:port])").wait_for(timeout=wait)
+        check_page(page, "settings-site-errors")
+        page.goto(f"{base}/admin/sites/{site.id}/settings/site")
+        page.get_by_role("button", name="Rotate the secret").click()
+        page.get_by_role("heading", name="New signing secret").wait_for(timeout=wait)
+        shown = page.locator("#new-secret").inner_text()
+        check_page(page, "settings-site-secret")
+        page.get_by_role("link", name="Moments").click()
+        page.get_by_role("heading", name="Moments").wait_for(timeout=wait)
+        check_page(page, "settings-moments")
+        page.get_by_role("link", name="Webhooks", exact=True).click()
+        page.get_by_label("URL").fill(receiver.url("/ok"))
+        page.get_by_label("Description").fill("Helpdesk")
+        page.get_by_role("button", name="Add endpoint").click()
+        page.get_by_role("heading", name=re.compile("Endpoint #\\d+ added")).wait_for(
+            timeout=wait)
+        check_page(page, "settings-webhooks")
+        answer(app, site, 9, None)  # a response.created delivery to the endpoint
+        page.get_by_role("link", name="Webhooks", exact=True).click()
+        page.get_by_role("link", name=re.compile("Delivery log")).first.click()
+        page.get_by_role("heading", name=re.compile("Delivery log")).wait_for(
+            timeout=wait)
+        sent = page.locator("section.delivery").count()  # response.created + case
+        assert sent >= 1 and page.locator("table.attempts tbody tr").count() == sent
+        check_page(page, "settings-webhook-log")
+        page.get_by_role("button", name=re.compile("Redeliver")).first.click()
+        page.get_by_text(re.compile(r"Delivery #\d+ queued again")).wait_for(
+            timeout=wait)
+        assert page.locator("table.attempts tbody tr").count() == sent + 1
     saved = fresh(app, Site, site.id)
     assert saved.support_contact == "care@shop.example"
     assert saved.signing_secrets[-1] == shown

@@ -452,15 +452,9 @@ def test_lead_edits_previews_and_saves_a_rule_in_chromium(make_app):
     against the recent answers (the table shows the new team, nothing is saved), saves, and
     the site's rules are the edited ones. No axe-core violations on the teams page, the
     preview and the saved page; screenshots at 1280 and 390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, sign_in
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -474,38 +468,31 @@ def test_lead_edits_previews_and_saves_a_rule_in_chromium(make_app):
     for i, (rating, comment) in enumerate(COMMENTS):
         answer(app, site, rating, comment, order=f"o-{i}")
     wait = 10_000
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                sign_in(page, base, "lead@shop.example", PASSWORD)
-                page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
-                page.goto(f"{base}/admin/sites/{site.id}/settings/teams")
-                page.get_by_role("heading", name="Teams and members").wait_for(timeout=wait)
-                check_page(page, "settings-teams")
-                page.goto(f"{base}/admin/sites/{site.id}/settings/rules")
-                box = page.get_by_label("Rules")
-                text = box.input_value()
-                assert "Price talk" in text and "team: sales" in text
-                box.fill(text.replace("team: sales", "team: support"))
-                page.get_by_role("button", name="Test against the last 100 answers").click()
-                page.get_by_role("heading", name=re.compile("Preview: 5 recent answers")
-                                 ).wait_for(timeout=wait)
-                table = page.locator("table.preview")
-                teams = table.locator("td[data-label=Team] code").all_inner_texts()
-                assert teams.count("sales") == 0 and teams.count("support") == 4, teams
-                assert table.locator("td[data-label=Team]", has_text="was sales").count() == 2
-                assert [r["actions"].get("team") for r in stored(app, site)] == [
-                    "logistics", "sales", None]
-                check_page(page, "settings-rules-preview")
-                page.get_by_role("button", name="Save rules").click()
-                page.get_by_text("3 rule(s) saved.").wait_for(timeout=wait)
-                check_page(page, "settings-rules-saved")
-        finally:
-            browser.close()
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        sign_in(page, base, "lead@shop.example", PASSWORD)
+        page.get_by_role("button", name="Sign out everywhere").wait_for(timeout=wait)
+        page.goto(f"{base}/admin/sites/{site.id}/settings/teams")
+        page.get_by_role("heading", name="Teams and members").wait_for(timeout=wait)
+        check_page(page, "settings-teams")
+        page.goto(f"{base}/admin/sites/{site.id}/settings/rules")
+        box = page.get_by_label("Rules")
+        text = box.input_value()
+        assert "Price talk" in text and "team: sales" in text
+        box.fill(text.replace("team: sales", "team: support"))
+        page.get_by_role("button", name="Test against the last 100 answers").click()
+        page.get_by_role("heading", name=re.compile("Preview: 5 recent answers")
+                         ).wait_for(timeout=wait)
+        table = page.locator("table.preview")
+        teams = table.locator("td[data-label=Team] code").all_inner_texts()
+        assert teams.count("sales") == 0 and teams.count("support") == 4, teams
+        assert table.locator("td[data-label=Team]", has_text="was sales").count() == 2
+        assert [r["actions"].get("team") for r in stored(app, site)] == [
+            "logistics", "sales", None]
+        check_page(page, "settings-rules-preview")
+        page.get_by_role("button", name="Save rules").click()
+        page.get_by_text("3 rule(s) saved.").wait_for(timeout=wait)
+        check_page(page, "settings-rules-saved")
     assert [r["actions"].get("team") for r in stored(app, site)] == [
         "logistics", "support", None]
     assert audit_actions(app, site) == ["rules.replace"]

@@ -658,15 +658,9 @@ def test_owner_invites_and_newcomer_joins_in_chromium(make_app, smtp_server):
     """An owner invites an address on the Staff page; the link from the email (real SMTP)
     opens in another browser context, which creates the account and lands in the inbox;
     the owner then sees the new member. axe-core: no violations; screenshots 1280/390 px."""
-    import os
 
-    from werkzeug.serving import make_server
-
-    from .conftest import free_port, need
-    from .test_browser import CHROMIUM, _serve, check_page, sign_in
-
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
+    from .conftest import free_port
+    from .test_browser import check_page, chromium_serving, sign_in
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -682,56 +676,49 @@ def test_owner_invites_and_newcomer_joins_in_chromium(make_app, smtp_server):
             "Olivia Owner"
         db.session.commit()
     wait = 10_000
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
-        try:
-            for _url in _serve(server):
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                sign_in(page, base, "owner@shop.example", PASSWORD)
-                page.get_by_role("link", name="Settings").click()
-                page.get_by_role("link", name="Staff").click()
-                page.get_by_role("heading", name="Staff", exact=True).wait_for(timeout=wait)
-                page.get_by_label("Email").fill("newcomer@shop.example")
-                page.get_by_label("Role", exact=True).select_option("lead")
-                page.get_by_role("button", name="Send invitation").click()
-                page.get_by_text("Invitation sent to newcomer@shop.example").wait_for(
-                    timeout=wait)
-                check_page(page, "settings-staff")
-                [msg] = box.to("newcomer@shop.example")
-                link = re.search(rf"{re.escape(base)}/admin/invite/\S+",
-                                 msg.get_body(("plain",)).get_content()).group(0)
+    with chromium_serving(app, port) as (browser, _url):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        sign_in(page, base, "owner@shop.example", PASSWORD)
+        page.get_by_role("link", name="Settings").click()
+        page.get_by_role("link", name="Staff").click()
+        page.get_by_role("heading", name="Staff", exact=True).wait_for(timeout=wait)
+        page.get_by_label("Email").fill("newcomer@shop.example")
+        page.get_by_label("Role", exact=True).select_option("lead")
+        page.get_by_role("button", name="Send invitation").click()
+        page.get_by_text("Invitation sent to newcomer@shop.example").wait_for(
+            timeout=wait)
+        check_page(page, "settings-staff")
+        [msg] = box.to("newcomer@shop.example")
+        link = re.search(rf"{re.escape(base)}/admin/invite/\S+",
+                         msg.get_body(("plain",)).get_content()).group(0)
 
-                context = browser.new_context(viewport={"width": 1280, "height": 800})
-                newcomer = context.new_page()
-                newcomer.goto(link)
-                newcomer.get_by_role("heading", name="Join Tea Shop on Closeloop").wait_for(
-                    timeout=wait)
-                check_page(newcomer, "invite-accept")
-                newcomer.get_by_label("Your name").fill("Nadia Newcomer")
-                newcomer.get_by_label("Password", exact=True).fill("short")
-                newcomer.get_by_label("Repeat the password").fill("short")
-                newcomer.get_by_role("button", name="Create the account and join").click()
-                newcomer.locator("#password-error").wait_for(timeout=wait)
-                check_page(newcomer, "invite-accept-error")
-                newcomer.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
-                newcomer.get_by_label("Repeat the password").fill(NEW_PASSWORD)
-                newcomer.get_by_role("button", name="Create the account and join").click()
-                newcomer.get_by_text("Welcome to Tea Shop").wait_for(timeout=wait)
-                assert newcomer.url == f"{base}/admin/"
-                newcomer.goto(link)
-                newcomer.get_by_role("heading", name="This invitation no longer works"
-                                     ).wait_for(timeout=wait)
-                check_page(newcomer, "invite-invalid")
-                context.close()
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        newcomer = context.new_page()
+        newcomer.goto(link)
+        newcomer.get_by_role("heading", name="Join Tea Shop on Closeloop").wait_for(
+            timeout=wait)
+        check_page(newcomer, "invite-accept")
+        newcomer.get_by_label("Your name").fill("Nadia Newcomer")
+        newcomer.get_by_label("Password", exact=True).fill("short")
+        newcomer.get_by_label("Repeat the password").fill("short")
+        newcomer.get_by_role("button", name="Create the account and join").click()
+        newcomer.locator("#password-error").wait_for(timeout=wait)
+        check_page(newcomer, "invite-accept-error")
+        newcomer.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
+        newcomer.get_by_label("Repeat the password").fill(NEW_PASSWORD)
+        newcomer.get_by_role("button", name="Create the account and join").click()
+        newcomer.get_by_text("Welcome to Tea Shop").wait_for(timeout=wait)
+        assert newcomer.url == f"{base}/admin/"
+        newcomer.goto(link)
+        newcomer.get_by_role("heading", name="This invitation no longer works"
+                             ).wait_for(timeout=wait)
+        check_page(newcomer, "invite-invalid")
+        context.close()
 
-                page.reload()
-                page.get_by_role("cell", name=re.compile("Nadia Newcomer")).wait_for(
-                    timeout=wait)
-                assert page.get_by_text("No open invitations.").count() == 1
-        finally:
-            browser.close()
+        page.reload()
+        page.get_by_role("cell", name=re.compile("Nadia Newcomer")).wait_for(
+            timeout=wait)
+        assert page.get_by_text("No open invitations.").count() == 1
     with app.app_context():
         user = db.session.scalar(select(StaffUser).filter_by(email="newcomer@shop.example"))
         assert permissions.role_on(user, site.id) == "lead"
