@@ -55,6 +55,8 @@ def test_every_scale_fits_the_slide_in(make_app):
                 assert len(counts) <= 2 and max(counts) - min(counts) <= 1, (
                     scale, width, counts)
                 measured[(scale, width)] = counts
+            if scale in ("emoji", "thumbs"):
+                check_page(page, f"prompt-{scale}-framed")
             if scale == "nps":
                 check_page(page, "prompt-nps-framed")
                 # Opened as a link on a wide screen: room for one row of eleven.
@@ -81,3 +83,34 @@ def test_end_labels_follow_the_scale(app):
     assert "dissatisfied" not in ease
     chat = client.get(f"/p/{verified_token(site, moment='post_chat')}").get_data(as_text=True)
     assert "<span>Very dissatisfied</span><span>Very satisfied</span>" in chat
+
+
+def test_rating_icons_are_drawn_not_emoji(app):
+    """The emoji scale's faces and the yes/no scale's tick and cross are inline SVG (a
+    machine without an emoji font showed empty boxes); yes/no also say their word."""
+    site = make_site(app)
+    client = app.test_client()
+    for moment, words in (("browse", ()), ("product_page", ("Yes", "No"))):
+        html = client.get(f"/p/{verified_token(site, moment=moment)}").get_data(as_text=True)
+        assert not any(0x1F300 <= ord(c) <= 0x1FAFF for c in html), moment
+        assert html.count('<svg class="ri"') == (5 if moment == "browse" else 2)
+        for word in words:
+            assert f"</svg><span>{word}</span>" in html
+    tr = client.get(f"/p/{verified_token(site, moment='product_page', locale='tr')}")
+    assert "</svg><span>Evet</span>" in tr.get_data(as_text=True)
+
+
+def test_the_shop_is_named_on_pages_opened_from_a_link(app):
+    """A link from an email opens a page that says whose survey it is (escaped); inside the
+    shop's own page (the slide-in) it does not repeat the shop's name."""
+    site = make_site(app, name="Tea <b>&</b> Co")
+    client = app.test_client()
+    token = verified_token(site, moment="delivery")
+    page = client.get(f"/p/{token}").get_data(as_text=True)
+    assert '<p class="shop">Tea &lt;b&gt;&amp;&lt;/b&gt; Co</p>' in page
+    assert "<title>How likely are you to recommend us to a friend? · Tea &lt;b&gt;" in page
+    framed = client.get(f"/p/{token}?o=https%3A%2F%2Fshop.example").get_data(as_text=True)
+    assert 'class="shop"' not in framed
+    r = client.post(f"/p/{token}", data={"rating": "3"})
+    thanks = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert '<p class="shop">Tea &lt;b&gt;&amp;&lt;/b&gt; Co</p>' in thanks

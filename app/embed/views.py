@@ -185,7 +185,7 @@ _URLSAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # itsdangerous URL-safe tokens: not
 def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
     m = p.moment
     key = (m.id, m.question, tuple(sorted((m.questions or {}).items())), m.scale,
-           m.comment_enabled, g.get("locale"), parent)
+           m.comment_enabled, p.site.name, g.get("locale"), parent)
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault(
         "closeloop.prompt_pages", {})
     page = cache.get(key)
