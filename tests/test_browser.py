@@ -197,6 +197,26 @@ def test_script_tag_prompt_answer_thank_you(browser, live, host):
     page.close()
 
 
+def test_slide_in_speaks_the_pages_language(browser, live, host):
+    """`data-lang="tr"`: the slide-in's region, its frame and its close button are labelled
+    in Turkish, and the prompt inside it is Turkish."""
+    app, base = live
+    pages, origin = host
+    site = make_site(app, [origin])
+    pages["/tr"] = shop_page(base, f'data-site="{site.public_key}" data-moment="delivery" '
+                                   'data-lang="tr"')
+    page = browser.new_page()
+    page.goto(origin + "/tr")
+    page.get_by_role("complementary", name="Geri bildirim").wait_for(timeout=TIMEOUT)
+    frame = page.frame_locator("iframe[title='Geri bildirim']")
+    frame.get_by_text("Bizi bir arkadaşınıza önerme olasılığınız nedir?").wait_for(
+        timeout=TIMEOUT)
+    assert frame.locator("html").get_attribute("lang") == "tr"
+    page.get_by_role("button", name="Geri bildirimi kapat").click()
+    assert page.locator("iframe").count() == 0
+    page.close()
+
+
 def test_bare_link_without_javascript(browser, live):
     """The prompt link from an email works with JavaScript disabled and cookies blocked."""
     app, base = live

@@ -318,3 +318,29 @@ def test_the_question_in_each_language(make_app):
             sites.save_moment(db.session.get(Site, site.id), moment,
                               {"questions": {"et": "x" * 301}})
         assert err.value.errors == {"question_et": "At most 300 characters."}
+
+
+def test_the_loader_gets_its_labels_in_the_prompts_language(make_app):
+    """/e/prompt hands the loader its region and close-button labels in the prompt's
+    language (public: data-lang / the page's lang / the browser's; verified: the token's)."""
+    import json
+
+    from .conftest import ORIGIN
+
+    app = make_app()
+    site = make_site(app)
+    client = app.test_client()
+
+    def labels(body):
+        r = client.post("/e/prompt", data=json.dumps(body),
+                        headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
+        assert r.status_code == 200 and r.json["show"] is True, r.json
+        return r.json["labels"]
+
+    public = {"site": site.public_key, "moment": "delivery"}
+    assert labels({**public, "lang": "ru", "vid": "v1"}) == {
+        "title": "Отзыв", "close": "Закрыть окно отзыва"}
+    assert labels({**public, "vid": "v2"}) == {"title": "Feedback", "close": "Close feedback"}
+    token = verified_token(site, locale="et", customer="c-et")
+    assert labels({"token": token, "vid": "v3"}) == {"title": "Tagasiside",
+                                                      "close": "Sulge tagasiside"}

@@ -20,6 +20,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from limits import parse as parse_limit
 from sqlalchemy import select
@@ -101,11 +102,13 @@ def issue_prompt() -> Response:
             prompt = prompts.verify(token)
             site, moment, verified = prompt.site, prompt.moment, prompt.verified
             channel, visitor = prompt.channel, prompt.customer or data.get("vid")
+            locale = prompt.locale
         else:
             site, moment = prompts.load_site_moment(data.get("site"), data.get("moment"))
             context = prompts.normalize_context(data, site.default_locale)
             token, verified = None, False
             channel, visitor = context["channel"], data.get("vid")
+            locale = context["locale"]
     except prompts.PromptError as exc:
         return error_response(exc.status, exc.message, "expired" if exc.expired else "invalid")
     if not site.allows_origin(origin):
@@ -119,7 +122,10 @@ def issue_prompt() -> Response:
     prompts.record_impression(site, moment, channel, vhash)
     token = token or prompts.issue_public(site, moment, context)
     url = public_url("embed.prompt", token=token)  # PUBLIC_BASE_URL, never the Host header
-    return _cors(jsonify(show=True, url=url, cooldown=decision.cooldown_seconds), origin)
+    i18n.use(locale, site.default_locale)  # the loader's own labels, in the prompt's language
+    labels = {"title": gettext("Feedback"), "close": gettext("Close feedback")}
+    return _cors(jsonify(show=True, url=url, cooldown=decision.cooldown_seconds,
+                         labels=labels), origin)
 
 
 # ---------------------------------------------------------------------------------------------

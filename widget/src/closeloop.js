@@ -25,19 +25,20 @@
       if (m.closeloop === "size") frame.style.height = Math.min(+m.height || 0, 560) + "px";
       if (m.closeloop === "close") close();
     }
-    function open(url) {
+    function open(url, l) {
       var b = d.createElement("button"), st = "position:fixed;z-index:2147483647;";
+      l = l || {};
       box = d.createElement("div");
       box.setAttribute("role", "complementary");
-      box.setAttribute("aria-label", "Feedback");
+      box.setAttribute("aria-label", l.title || "Feedback");
       box.style.cssText = st + "right:8px;bottom:8px;width:380px;max-width:calc(100vw - 16px);background:#fff;border-radius:12px;box-shadow:0 6px 28px rgba(0,0,0,.25);overflow:hidden";
       frame = d.createElement("iframe");
-      frame.title = "Feedback";
+      frame.title = l.title || "Feedback";
       frame.src = url + (url.indexOf("?") < 0 ? "?" : "&") + "o=" + encodeURIComponent(location.origin);
       frame.style.cssText = "display:block;border:0;width:100%;height:200px";
       b.type = "button";
       b.textContent = "\u00d7";
-      b.setAttribute("aria-label", "Close feedback");
+      b.setAttribute("aria-label", l.close || "Close feedback");
       b.style.cssText = "position:absolute;top:4px;right:6px;border:0;background:none;font:22px/1 sans-serif;cursor:pointer;padding:6px;color:#555";
       b.onclick = close;
       box.append(frame, b);
@@ -60,7 +61,7 @@
           })
         }).then(function (r) { return r.json(); }).then(function (j) {
           if (j.cooldown && (j.show || j.reason == "cooldown")) put("until", Date.now() + j.cooldown * 1e3);
-          if (j.show && j.url && !box) open(j.url);
+          if (j.show && j.url && !box) open(j.url, j.labels);
         }).catch(function () { /* the host page never sees our failures */ });
       } catch (e) { /* idem */ }
     }
