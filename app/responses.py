@@ -9,7 +9,17 @@ from typing import Any, NamedTuple
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import Executable, Integer, Text, bindparam, func, insert, literal, select
+from sqlalchemy import (
+    Executable,
+    Integer,
+    Text,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
@@ -17,6 +27,7 @@ from .extensions import db
 from .jobs import on_commit, outbox
 from .models import (
     Case,
+    CaseEvent,
     Outbox,
     Response,
     ResponseSku,
@@ -194,6 +205,27 @@ def add_comment(existing: Response, comment: str) -> str:
     """Add a comment to an answer (thank-you page) as _amend does; returns ADDED, UNCHANGED,
     CLOSED or FULL, and routes the answer again when ADDED."""
     return _amend(existing, existing.rating, comment, SCALES[existing.scale])
+
+
+def add_contact(existing: Response, email: str) -> bool:
+    """An anonymous customer leaves an address, with their consent, so the team can write
+    to them about this answer (the thank-you page): stored once, only while the answer has
+    none, with a `contact_given` event on the case's timeline. Returns whether it was
+    stored; False leaves everything as it was (an address was there already)."""
+    stored = db.session.execute(
+        update(Response).where(Response.id == existing.id, Response.customer_email.is_(None))
+        .values(customer_email=email, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if stored != 1:
+        db.session.rollback()
+        return False
+    case_id = db.session.scalar(select(Case.id).where(Case.response_id == existing.id))
+    if case_id is not None:
+        db.session.add(CaseEvent(case_id=case_id, kind="contact_given", actor="customer",
+                                 data={"via": "thank-you page", "consent": True}))
+    db.session.commit()
+    return True
 
 
 def can_amend(response_id: int) -> bool:

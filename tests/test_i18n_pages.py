@@ -164,7 +164,8 @@ def _pages(app, site: Site, lang: str) -> dict[str, str]:
     r = client.post(f"/p/{token}", data={"rating": "9", "comment": "y" * 5000})
     assert r.status_code == 400
     pages["too-long"] = r.get_data(as_text=True)
-    for rating, customer in ((2, "c-3"), (7, None), (10, "c-4")):  # detractor, passive, promoter
+    # detractor, passive, promoter, and an anonymous detractor (asked "may we contact you?")
+    for rating, customer in ((2, "c-3"), (7, None), (10, "c-4"), (1, None)):
         token = verified_token(site, moment="delivery", locale=lang,
                                **({"customer": customer} if customer else {}),
                                order=f"o-r{rating}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask_babel import gettext, lazy_gettext, ngettext
-from wtforms import Form, RadioField, StringField, TextAreaField
-from wtforms.validators import InputRequired, ValidationError
+from wtforms import BooleanField, EmailField, Form, RadioField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, ValidationError
 
 from ..responses import InvalidAnswer, Scale, clean_comment, comment_echo
 
@@ -70,3 +70,25 @@ class PromptForm(CommentForm):
         form = cls.build(limit, formdata, **kw)
         form.rating.choices = [(v, gettext(scale.spoken[v])) for v in scale.values]
         return form
+
+
+class _Address:
+    def __call__(self, form: Form, field: Any) -> None:
+        from ..loop.mail import valid_address
+
+        field.data = (field.data or "").strip()
+        if not valid_address(field.data):
+            raise ValidationError(gettext("Please enter a valid email address."))
+
+
+class ContactForm(Form):
+    """"May we contact you?": an address and the explicit consent to use it for this answer
+    (offered to an anonymous customer after a negative answer)."""
+
+    class Meta:
+        def get_translations(self, form: Form) -> _BabelTranslations:
+            return _BabelTranslations()
+
+    contact_email = EmailField("Email", validators=[_Address()])
+    consent = BooleanField("Consent", validators=[DataRequired(lazy_gettext(
+        "Please tick the box if we may contact you."))])

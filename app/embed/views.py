@@ -35,7 +35,7 @@ from ..models import Response as Answer
 from ..responses import FAMILY, SCALES, InvalidAnswer
 from ..security import public_url
 from . import bp
-from .forms import CommentForm, PromptForm
+from .forms import CommentForm, ContactForm, PromptForm
 
 log = logging.getLogger(__name__)
 
@@ -351,9 +351,24 @@ def thanks(public_id: str) -> ResponseReturnValue:
     here = url_for("embed.thanks", public_id=public_id, o=parent)
     can_add = moment.comment_enabled and not answer.comment and responses.can_amend(answer.id)
     form = CommentForm.build(limit) if can_add else None
+    family = FAMILY[answer.segment]
+    # An anonymous customer unhappy with us may leave an address to be contacted about it.
+    may_contact = (family == "negative" and not answer.customer_email
+                   and not answer.customer_ref)
+    contact = ContactForm() if may_contact else None
     status = 200
-    if request.method == "POST":
-        posted = CommentForm.build(limit, _form_data())
+    data = _form_data() if request.method == "POST" else None
+    if data is not None and data.get("form") == "contact":
+        posted_contact = ContactForm(data)
+        if not may_contact:  # an address is there already: nothing to change
+            return redirect(here, 303)
+        if not posted_contact.validate():
+            contact, status = posted_contact, 400
+        else:
+            responses.add_contact(answer, posted_contact.contact_email.data)
+            return redirect(here, 303)
+    elif data is not None:
+        posted = CommentForm.build(limit, data)
         if not posted.validate():
             form, status = posted, 400
         elif not posted.comment.data or posted.website.data:  # nothing to store
@@ -365,9 +380,8 @@ def thanks(public_id: str) -> ResponseReturnValue:
                 return _comment_refused(answer, site, parent, amended, posted.comment.data,
                                         request.is_json)
             return redirect(here, 303)
-    family = FAMILY[answer.segment]
     page = render_template("embed/thanks.html", r=answer, site=site, parent=parent,
-                           family=family, form=form)
+                           family=family, form=form, contact=contact)
     return page, status
 
 
