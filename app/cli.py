@@ -249,6 +249,43 @@ def register(app: Flask) -> None:
             raise CliError(str(exc)) from None
         click.echo(f"new password set for {user.email}")
 
+    @app.cli.command("links")
+    @click.argument("site_ref")
+    @click.option("--moment", required=True, help="the moment asked, e.g. delivery")
+    @click.option("--order", help="the order this is about")
+    @click.option("--customer", help="your customer id (opaque)")
+    @click.option("--email", help="the customer's address, for the loop's emails")
+    @click.option("--locale", help="the customer's language, e.g. tr (default: the site's)")
+    @click.option("--sku", "skus", multiple=True, help="a product of the order (repeatable)")
+    @click.option("--detail", help="which store, till, agent or campaign sends it")
+    @click.option("--channel", type=click.Choice(["email", "sms"]), default="email",
+                  show_default=True)
+    def links(site_ref: str, moment: str, order: str | None, customer: str | None,
+              email: str | None, locale: str | None, skus: tuple[str, ...],
+              detail: str | None, channel: str) -> None:
+        """Print the verified links for one order: for --channel email the HTML snippet with
+        one-click ratings and its plain-text form; for --channel sms a short link."""
+        from . import channels
+        from .prompts import PromptError
+
+        site = site_ops.by_key(site_ref)
+        if site is None and site_ref.isdigit():
+            site = db.session.get(site_ops.Site, int(site_ref))
+        if site is None:
+            raise CliError(f"no site with public key or id {site_ref}")
+        try:
+            out = channels.links(site, moment, channel=channel, order=order, customer=customer,
+                                 email=email, locale=locale, skus=list(skus), detail=detail,
+                                 sms=channel == "sms")
+        except PromptError as exc:
+            raise CliError(exc.message) from None
+        if channel == "sms":
+            click.echo(out.sms_url)
+            return
+        click.echo(out.email_html)
+        click.echo()
+        click.echo(out.email_text)
+
     @app.cli.command("demo")
     @click.option("--origin", "origins", multiple=True,
                   default=["http://127.0.0.1:5000", "http://localhost:5000"])

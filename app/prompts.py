@@ -49,6 +49,7 @@ class Prompt:
     submission_id: str
     channel: str
     skus: tuple[str, ...] = ()
+    detail: str | None = None  # which store, till, agent or campaign of the channel
     order: str | None = None
     customer: str | None = None
     email: str | None = None
@@ -112,6 +113,7 @@ def normalize_context(data: dict[str, Any], default_locale: str) -> dict[str, An
         "channel": channel,
         "skus": skus,
         "order": _opt_str(data.get("order"), "order", 100),
+        "detail": _opt_str(data.get("detail"), "detail", 100),
         "customer": _opt_str(data.get("customer"), "customer", 100),
         "email": _email(data.get("email")),
         "locale": locale.replace("_", "-"),
@@ -194,6 +196,7 @@ def issue_public(site: Site, moment: Moment, context: dict[str, Any]) -> str:
         "channel": context["channel"],
         "skus": context["skus"],
         "order": context["order"],
+        "detail": context["detail"],
         "locale": context["locale"],
         "url": context["url"],
         "n": secrets.token_urlsafe(16),
@@ -252,6 +255,7 @@ def verify(token: str) -> Prompt:
         submission_id=submission_id,
         channel=ctx["channel"],
         skus=tuple(ctx["skus"]),
+        detail=ctx["detail"],
         order=ctx["order"],
         customer=ctx["customer"] if verified else None,
         email=ctx["email"] if verified else None,

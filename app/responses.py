@@ -170,6 +170,7 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
         "segment": scale.segment(rating),
         "comment": comment,
         "channel": prompt.channel,
+        "channel_detail": prompt.detail,
         "skus": list(prompt.skus),
         "order_ref": prompt.order,
         "customer_ref": prompt.customer,
@@ -235,9 +236,9 @@ def can_amend(response_id: int) -> bool:
 
 
 _ANSWER_COLUMNS = ("public_id", "site_id", "moment_id", "submission_id", "scale", "rating",
-                   "segment", "comment", "channel", "skus", "order_ref", "customer_ref",
-                   "customer_email", "has_voice", "verified", "locale", "page_url",
-                   "created_at", "updated_at")
+                   "segment", "comment", "channel", "channel_detail", "skus", "order_ref",
+                   "customer_ref", "customer_email", "has_voice", "verified", "locale",
+                   "page_url", "created_at", "updated_at")
 
 
 @cache

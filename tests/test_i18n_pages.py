@@ -35,6 +35,7 @@ CUSTOMER_SOURCES = [
                                   "_verify_links", "_layout")],
     ROOT / "app/responses.py",
     ROOT / "app/sites.py",  # the default moments' questions
+    *sorted((ROOT / "app/templates/channels").iterdir()),  # the email snippet
     *sorted((ROOT / "app/embed").glob("*.py")),
 ]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")

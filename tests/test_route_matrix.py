@@ -50,6 +50,7 @@ PUBLIC = frozenset({
     "admin.login", "admin.reset_request", "admin.reset_password",
     "admin.invite_accept",  # the link's signed token decides (tests/test_staff_admin.py)
     "embed.issue_prompt", "embed.prompt", "embed.prompt_page", "embed.thanks", "embed.verify",
+    "embed.short_link",  # an SMS link: a redirect to a signed prompt (tests/test_channels.py)
     "embed.widget", "embed.widget_versioned", "demo.index", "demo.page", "static",
 })
 # Signed in, no site and no action: anonymous is sent to sign in (its behaviour: test_auth).

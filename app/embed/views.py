@@ -208,6 +208,19 @@ def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str
     return page.replace(_TOKEN_SLOT, token)
 
 
+@bp.get("/s/<code>")  # and HEAD
+def short_link(code: str) -> ResponseReturnValue:
+    """An SMS link: a redirect to the verified prompt it stands for (opening it stores
+    nothing); a friendly page in the browser's language when unknown or expired."""
+    from .. import channels
+
+    token, expired = channels.resolve(code)
+    if token is None:
+        i18n.use(None)
+        return render_template("embed/invalid.html", expired=expired), 410 if expired else 404
+    return redirect(url_for("embed.prompt_page", token=token), 302)
+
+
 @bp.get("/p/<token>")  # and HEAD
 @limiter.exempt  # reads nothing but the token and cached rows; ?rating=N is limited below
 def prompt_page(token: str) -> ResponseReturnValue:

@@ -108,12 +108,18 @@ def weekly_digest(now: str | datetime | None = None) -> int:
 @jobs.task("purge", cron="30 3 * * *")
 def purge(now: str | datetime | None = None) -> dict[str, int]:
     """Delete answers (with their cases, events and emails), impressions, emails, finished
-    outbox rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything)."""
+    outbox rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything); and,
+    whatever RETENTION_DAYS says, SMS short links whose prompt has expired."""
+    from ..models import ShortLink
+
+    gone = db.session.execute(delete(ShortLink).where(ShortLink.expires_at <= _now(now))
+                              .execution_options(synchronize_session=False))
+    out = {"short_links": gone.rowcount}  # type: ignore[attr-defined]
+    db.session.commit()
     days = int(current_app.config["RETENTION_DAYS"])
     if days <= 0:
-        return {}
+        return out
     cutoff = _now(now) - timedelta(days=days)
-    out = {}
     # Children go by ON DELETE CASCADE (SQLite enforces it: PRAGMA foreign_keys=ON).
     for name, stmt in (
         ("responses", delete(Response).where(Response.created_at < cutoff)),

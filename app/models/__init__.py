@@ -189,6 +189,8 @@ class Response(db.Model):  # type: ignore[name-defined]
     segment: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(String(16))
+    # Which store, till, agent or campaign of the channel (the token's `detail`).
+    channel_detail: Mapped[str | None] = mapped_column(String(100))
     skus: Mapped[list[str]] = mapped_column(JSON, default=list)
     order_ref: Mapped[str | None] = mapped_column(String(100), index=True)
     customer_ref: Mapped[str | None] = mapped_column(String(100), index=True)
@@ -208,6 +210,20 @@ class Response(db.Model):  # type: ignore[name-defined]
 # create_all (tests, `flask init-db`) needs pg_trgm before the comment index, as the migration.
 event.listen(Response.__table__, "before_create",
              DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"))
+
+
+class ShortLink(db.Model):  # type: ignore[name-defined]
+    """A short link for an SMS: /s/<code> redirects to the verified prompt it stands for
+    until the prompt's token expires (app/channels.py)."""
+
+    __tablename__ = "short_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    token: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ResponseSku(db.Model):  # type: ignore[name-defined]
