@@ -73,6 +73,8 @@ class Defaults:
     RATELIMIT_KEY_PREFIX = "closeloop-rl"
     LIMIT_PROMPT_ISSUE = "120 per minute"
     LIMIT_SUBMIT = "100 per minute"
+    # A kiosk's tablet sends its queue after an outage in one burst, from one address.
+    LIMIT_KIOSK = "600 per minute"
     LIMIT_SUBMIT_PER_TOKEN = "10 per minute"
     LIMIT_LOGIN = "10 per 15 minutes"
     # Number of trusted proxies in front of the app (ProxyFix x_for); 0 = use the socket peer.
@@ -93,6 +95,7 @@ class Defaults:
     # Staff invitations (app/invitations.py): how long a link works (once), and how many an
     # owner's address may send (new, again) in a window: every one is an email to a stranger.
     STAFF_INVITE_MAX_AGE = 7 * 24 * 3600
+    KIOSK_MAX_AGE = 5 * 365 * 24 * 3600  # a kiosk link works until revoked (or 5 years)
     LIMIT_STAFF_INVITE = "30 per hour"
 
     DEMO_SITE_KEY = "pk_demo"

@@ -19,6 +19,7 @@ PUBLIC_PROMPT = "closeloop.public-prompt.v1"  # minted by us for the script tag,
 VERIFY_LINK = "closeloop.verify-link.v1"  # "is it resolved?" links in emails, app secret
 PASSWORD_RESET = "closeloop.password-reset.v1"  # staff password-reset links, app secret
 STAFF_INVITE = "closeloop.staff-invite.v1"  # staff invitation links, app secret
+KIOSK = "closeloop.kiosk.v1"  # in-store tablet links (revocable via their row), app secret
 
 MAX_TOKEN_CHARS = 4096
 # A token of at most 4 kB may carry a zlib-compressed payload ('.'-prefixed); deflate can

@@ -51,6 +51,7 @@ PUBLIC = frozenset({
     "admin.invite_accept",  # the link's signed token decides (tests/test_staff_admin.py)
     "embed.issue_prompt", "embed.prompt", "embed.prompt_page", "embed.thanks", "embed.verify",
     "embed.short_link",  # an SMS link: a redirect to a signed prompt (tests/test_channels.py)
+    "embed.kiosk",  # a kiosk's signed, revocable link decides (tests/test_kiosk.py)
     "embed.widget", "embed.widget_versioned", "demo.index", "demo.page", "static",
 })
 # Signed in, no site and no action: anonymous is sent to sign in (its behaviour: test_auth).
@@ -154,6 +155,15 @@ class Ctx:
             return m.id, moment_form(m)
         moment_id, form = self._with(read)
         return {**self.s(which), "moment_id": moment_id}, form
+
+    def kiosk(self, which: str) -> dict[str, int]:
+        """A fresh kiosk of the site (a revoke ends it)."""
+        from app import kiosks
+
+        kiosk_id = self._with(lambda: kiosks.create(
+            db.session.get(Site, self.site[which]), "kiosk", "store-1", f"Till {next(self.n)}",
+            "matrix").id)
+        return {**self.s(which), "kiosk_id": kiosk_id}
 
     def invitation(self, which: str) -> dict[str, int]:
         """A fresh pending invitation of the site (a revoke ends it)."""
@@ -322,6 +332,11 @@ ROUTES: list[Route] = [
                                "body": "Hello again"}),
     Route("admin.settings_template_delete", "POST", "templates.manage",
           lambda ctx, w: {**ctx.s(w), "template_id": ctx.template(w)}),
+    Route("admin.settings_kiosks", "GET", "kiosks.manage", site_only),
+    Route("admin.settings_kiosks_add", "POST", "kiosks.manage", site_only,
+          form=lambda c, w: {"label": "Till 9", "store": "s-9", "moment": "kiosk"}),
+    Route("admin.settings_kiosks_revoke", "POST", "kiosks.manage",
+          lambda ctx, w: ctx.kiosk(w)),
 ]
 BY_KEY = {(r.endpoint, r.method): r for r in ROUTES}
 

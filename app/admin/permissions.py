@@ -50,6 +50,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "moments.manage": _MANAGERS,
     "site.settings": _MANAGERS,    # name, origins, locale, URLs, contact, SLA targets
     "webhooks.manage": _MANAGERS,  # endpoints, delivery log, redeliver
+    "kiosks.manage": _MANAGERS,    # in-store tablets: add, revoke
     "site.keys": _OWNERS,          # signing-secret rotation, the embed secret shown once
     "staff.manage": _OWNERS,       # invitations, memberships, roles
     "audit.read": _OWNERS,

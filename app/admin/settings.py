@@ -36,6 +36,7 @@ SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("admin.settings_site", "Site", "site.settings"),
     ("admin.settings_moments", "Moments", "moments.manage"),
     ("admin.settings_webhooks", "Webhooks", "webhooks.manage"),
+    ("admin.settings_kiosks", "Kiosks", "kiosks.manage"),
     ("admin.settings_teams", "Teams", "teams.manage"),
     ("admin.settings_rules", "Rules", "rules.manage"),
     ("admin.settings_templates", "Templates", "templates.manage"),

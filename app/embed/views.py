@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 from typing import Any
 
 from flask import (
@@ -206,6 +207,60 @@ def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str
     if not _URLSAFE.match(token):  # never true for a verified token; keep escaping honest
         abort(400)
     return page.replace(_TOKEN_SLOT, token)
+
+
+@bp.route("/k/<token>", methods=["GET", "POST"])
+@csrf.exempt  # no cookie is involved: the kiosk's signed link is the authority
+@limiter.limit(lambda: current_app.config["LIMIT_KIOSK"], methods=["POST"])
+def kiosk(token: str) -> ResponseReturnValue:
+    """An in-store tablet (app/kiosks.py). GET: the full-screen question, its ratings as big
+    buttons. POST (JSON from kiosk.js, or the plain form without JavaScript): one answer,
+    {submission_id, rating}, stored once per submission id; 404 for a revoked or forged
+    link, 400 for a bad answer."""
+    from .. import kiosks
+
+    found = kiosks.for_token(token) if len(token) <= 300 else None
+    if found is None:
+        i18n.use(None)
+        if request.method == "POST" and request.is_json:
+            return error_response(404, "This kiosk link is not valid or was revoked.",
+                                  "invalid")
+        return render_template("embed/invalid.html", expired=False), 404
+    kiosk_row, site, moment = found
+    lang = i18n.use(request.args.get("lang"), site.default_locale)
+    scale = SCALES[moment.scale]
+    if request.method == "POST":
+        data = _json_body() if request.is_json else _form_data_kiosk()
+        sid, rating = data.get("submission_id"), data.get("rating")
+        try:
+            value = int(rating) if isinstance(rating, (int, str)) and not isinstance(
+                rating, bool) else None
+        except ValueError:
+            value = None
+        if not isinstance(sid, str) or not kiosks.valid_submission(sid) or value is None \
+                or value not in scale.values:
+            return error_response(400, "A submission_id (8-48 letters, digits or -) and one "
+                                  "of the moment's ratings are needed.", "invalid")
+        try:
+            recorded = kiosks.record(kiosk_row, site, moment, sid, value, lang)
+        except InvalidAnswer as exc:
+            return error_response(400, str(exc), "invalid")
+        if request.is_json:
+            resp = jsonify(ok=True, created=recorded.created)
+            resp.status_code = 201 if recorded.created else 200
+            return resp
+        return redirect(url_for("embed.kiosk", token=token, done=1, lang=request.args.get(
+            "lang")), 303)
+    form = PromptForm.for_scale(scale, current_app.config["COMMENT_MAX_CHARS"])
+    return render_template("embed/kiosk.html", site=site, moment=moment, scale=scale,
+                           form=form, token=token, kiosk=kiosk_row,
+                           submission_id=secrets.token_hex(16),
+                           done=request.args.get("done") == "1")
+
+
+def _form_data_kiosk() -> MultiDict[str, str]:
+    _bounded_body()
+    return request.form
 
 
 @bp.get("/s/<code>")  # and HEAD

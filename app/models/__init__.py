@@ -226,6 +226,22 @@ class ShortLink(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class Kiosk(db.Model):  # type: ignore[name-defined]
+    """An in-store tablet asking one moment (app/kiosks.py): its link is a long-lived signed
+    token naming this row, which works until a lead revokes it."""
+
+    __tablename__ = "kiosks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    moment_key: Mapped[str] = mapped_column(String(64))
+    store: Mapped[str] = mapped_column(String(100))  # recorded as the answers' channel detail
+    label: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ResponseSku(db.Model):  # type: ignore[name-defined]
     """One row per SKU a response is about, so dashboards can group and filter by SKU."""
 
