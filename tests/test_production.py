@@ -129,15 +129,18 @@ def _connects(port: int) -> bool:
         return False
 
 
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll `cond` until it is truthy (an event: a row, a message, an open port)."""
+def wait_for(cond: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+             every: float = 0.05) -> Any:
+    """Poll `cond` until it is truthy (an event: a row, a message, an open port). `what` may
+    be a function, so what a timeout reports (counts, logs) is read at the timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s: {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f} s: {said}")
         time.sleep(every)
 
 
@@ -212,6 +215,7 @@ def _env(tmp: Path, db_url: str, redis_url: str | None, mail_port: int) -> dict[
                "DATABASE_URL", "REDIS_URL", "SECRET_KEY")}
     env.update({
         "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",  # every line in the logs as it happens (a failure shows them)
         "SECRET_KEY": "e2e-secret-key-not-for-production-use",
         "DATABASE_URL": db_url,
         "CLOSELOOP_INSTANCE_PATH": str(tmp / "instance"),  # never the developer's instance/
@@ -296,7 +300,7 @@ def _check_mail(box: Smtp, engine: sa.Engine, dep: Deployment) -> None:
     # Generous: a work horse stuck on a connection cut by the proxy is only freed by RQ's job
     # timeout (JOBS_TIMEOUT, 120 s); its work then comes back through the outbox sweep.
     wait_for(lambda: box.count() >= 2 * ANSWERS and _settled(engine), 480,
-             f"mail did not arrive: {box.count()} messages\n{dep.logs()}", every=0.2)
+             lambda: f"mail did not arrive: {box.count()} messages\n{dep.logs()}", every=0.2)
     with box.lock:
         msgs = list(box.messages)
     per_rcpt = Counter(r for rcpts, _m, _t in msgs for r in rcpts)
@@ -428,7 +432,8 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, f
         redis.start()  # empty: every job it held is gone
 
         # PostgreSQL goes away and comes back once while the backlog is worked off.
-        wait_for(lambda: box.count() >= 20, 120, f"no mail after Redis returned\n{dep.logs()}")
+        wait_for(lambda: box.count() >= 20, 120,
+                 lambda: f"no mail after Redis returned\n{dep.logs()}")
         pg.cut()
         wait_for(lambda: _status(f"http://127.0.0.1:{dep.port}/healthz") == 503, 30,
                  "the database outage never showed in /healthz")
@@ -436,7 +441,8 @@ def test_production_survives_redis_outage_pg_restart_and_worker_kill(tmp_path, f
 
         # One worker is killed while its work horse is in the middle of an SMTP conversation.
         box.hold_next.set()
-        wait_for(box.holding.is_set, 120, f"no send reached the SMTP server\n{dep.logs()}")
+        wait_for(box.holding.is_set, 120,
+                 lambda: f"no send reached the SMTP server\n{dep.logs()}")
         victim = wait_for(lambda: _owner(workers, box.held_peer[1], mail_port), 10,
                           "no worker holds the held SMTP connection")
         victim.send_signal(signal.SIGKILL)
