@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import force_locale, gettext
 from flask_login import current_user
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -219,14 +218,7 @@ def _moments_page(site: Site, errors: dict[str, dict[str, str]] | None = None,
                                  .order_by(Moment.key)).all()
     return render_template("admin/settings_moments.html", site=site, moments=moments,
                            scales=list(SCALES), errors=errors or {},
-                           values=values or {}, question_languages=QUESTION_LANGUAGES,
-                           default_question=_default_question), status
-
-
-def _default_question(moment: Moment, lang: str) -> str:
-    """What customers in `lang` would see without the moment's own text for it."""
-    with force_locale(lang):
-        return gettext(moment.question)
+                           values=values or {}, question_languages=QUESTION_LANGUAGES), status
 
 
 def _moment_form() -> dict[str, Any]:

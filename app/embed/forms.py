@@ -39,12 +39,16 @@ class _BabelTranslations:
         return ngettext(singular, plural, n)
 
 
-class CommentForm(Form):
-    """Just the comment (the thank-you page's "anything to add?")."""
+class _BabelForm(Form):
+    """A customer-facing form: WTForms' messages in the request's language."""
 
     class Meta:
         def get_translations(self, form: Form) -> _BabelTranslations:
             return _BabelTranslations()
+
+
+class CommentForm(_BabelForm):
+    """Just the comment (the thank-you page's "anything to add?")."""
 
     comment = TextAreaField("Comment")
     # Honeypot: hidden from people and assistive tech; bots that fill it are not stored.
@@ -81,13 +85,9 @@ class _Address:
             raise ValidationError(gettext("Please enter a valid email address."))
 
 
-class ContactForm(Form):
+class ContactForm(_BabelForm):
     """"May we contact you?": an address and the explicit consent to use it for this answer
     (offered to an anonymous customer after a negative answer)."""
-
-    class Meta:
-        def get_translations(self, form: Form) -> _BabelTranslations:
-            return _BabelTranslations()
 
     contact_email = EmailField("Email", validators=[_Address()])
     consent = BooleanField("Consent", validators=[DataRequired(lazy_gettext(

@@ -230,7 +230,7 @@ def kiosk(token: str) -> ResponseReturnValue:
     lang = i18n.use(request.args.get("lang"), site.default_locale)
     scale = SCALES[moment.scale]
     if request.method == "POST":
-        data = _json_body() if request.is_json else _form_data_kiosk()
+        data = _json_body() if request.is_json else _form_data()
         sid, rating = data.get("submission_id"), data.get("rating")
         try:
             value = int(rating) if isinstance(rating, (int, str)) and not isinstance(
@@ -256,11 +256,6 @@ def kiosk(token: str) -> ResponseReturnValue:
                            form=form, token=token, kiosk=kiosk_row,
                            submission_id=secrets.token_hex(16),
                            done=request.args.get("done") == "1")
-
-
-def _form_data_kiosk() -> MultiDict[str, str]:
-    _bounded_body()
-    return request.form
 
 
 @bp.get("/s/<code>")  # and HEAD

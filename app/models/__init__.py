@@ -151,15 +151,16 @@ class Moment(db.Model):  # type: ignore[name-defined]
 
     site: Mapped[Site] = relationship(back_populates="moments", lazy="raise_on_sql")
 
-    def question_in(self, lang: str) -> str:
-        """The question in `lang`: the merchant's text for that language, else the question
-        as written — in the catalog's translation when it is one of the default moments'
-        questions a site started with (app/sites.py), as the merchant left it otherwise."""
+    def question_in(self, lang: str, own: bool = True) -> str:
+        """The question in `lang`: the merchant's text for that language (unless `own` is
+        False: what customers see without one), else the question as written — in the
+        catalog's translation when it is one of the default moments' questions a site started
+        with (app/sites.py), as the merchant left it otherwise."""
         from flask_babel import force_locale, gettext
 
-        own = (self.questions or {}).get(lang)
-        if own:
-            return own
+        text = (self.questions or {}).get(lang) if own else None
+        if text:
+            return text
         with force_locale(lang):
             return gettext(self.question)
 
