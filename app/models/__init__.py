@@ -118,6 +118,11 @@ class Site(db.Model):  # type: ignore[name-defined]
     # Root-cause categories as [{"key", "label"}, ...] in order; NULL = the defaults
     # (app/loop/replies.py DEFAULT_CATEGORIES). Keys are fixed, labels editable.
     root_cause_categories: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    # Branding on the customer's pages: the logo's storage key (app/storage.py) and its
+    # sniffed type, and an accent colour (#rrggbb) accepted only with enough contrast.
+    logo_key: Mapped[str | None] = mapped_column(String(200))
+    logo_content_type: Mapped[str | None] = mapped_column(String(64))
+    accent_color: Mapped[str | None] = mapped_column(String(7))
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -241,6 +246,35 @@ class Kiosk(db.Model):  # type: ignore[name-defined]
     created_by: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class VoiceNote(db.Model):  # type: ignore[name-defined]
+    """A customer's recorded voice note: its audio lives in the storage backend under a random
+    key; the row is written (unclaimed) before the bytes are stored, and claimed by its answer
+    in the answer's transaction, so an upload whose answer never committed is swept."""
+
+    __tablename__ = "voice_notes"
+    __table_args__ = (Index("ix_voice_notes_unclaimed", "claimed_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    # NULL until the answer claims it; the answer's deletion (retention purge) deletes the
+    # audio first, then this row goes with the answer.
+    response_id: Mapped[int | None] = mapped_column(
+        ForeignKey("responses.id", ondelete="CASCADE"), unique=True)
+    storage_key: Mapped[str] = mapped_column(String(200), unique=True)
+    content_type: Mapped[str] = mapped_column(String(64))  # judged from the bytes
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # pending → done | not_transcribed | failed (app/transcribe.py)
+    transcript_status: Mapped[str] = mapped_column(String(16), default="pending")
+    transcript: Mapped[str | None] = mapped_column(Text)
+    transcript_lang: Mapped[str | None] = mapped_column(String(16))
+    transcript_engine: Mapped[str | None] = mapped_column(String(32))
+    transcribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ResponseSku(db.Model):  # type: ignore[name-defined]
@@ -449,5 +483,5 @@ __all__ = [
     "Impression", "Moment", "Outbox", "Response", "ResponseSku", "RoutingRule", "Site",
     "StaffUser", "Team", "UTCDateTime", "WebhookDelivery", "WebhookEndpoint", "team_members",
     "new_public_id", "new_public_key", "new_secret", "set_clock", "utcnow",
-    "SITE_ROLES", "AuditEvent", "Invitation", "SiteMembership", "ResponseTemplate",
+    "SITE_ROLES", "AuditEvent", "Invitation", "SiteMembership", "ResponseTemplate", "VoiceNote",
 ]
