@@ -9,6 +9,7 @@ worker killed mid-send."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -183,9 +184,42 @@ class Deployment:
         self.spawn("cron", sys.executable, "-m", "flask", "--app", "app", "cron",
                    "--interval", "2")
 
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in sorted(self.tmp.glob("*.log")))
+    def logs(self, lines: int = 45) -> str:
+        """What a failure needs to say why: every process's stacks (SIGUSR2, see
+        app/jobs/cli.py), then the last lines of each log, and last of all one line per
+        process (alive?, how long silent) — CI keeps a failure's end, not its middle."""
+        now = time.time()
+        silent = {p: now - p.stat().st_mtime for p in self.tmp.glob("*.log")}
+        self.dump_stacks()
+        out, summary = [], []
+        for p in sorted(silent):
+            tail = p.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {p.name}\n" + "\n".join(line[:300] for line in tail))
+            proc = self.procs.get(p.stem)
+            state = "gone" if proc is None or proc.poll() is not None else "alive"
+            summary.append(f"{p.stem}: {state}, log silent for {silent[p]:.0f} s")
+        return "\n".join(out + ["--- processes", *summary])
+
+    def dump_stacks(self) -> None:
+        """Ask every worker and cron process (and their work horses) for their stacks."""
+        import psutil
+
+        sizes = {p: p.stat().st_size for p in self.tmp.glob("*.log")}
+        for name, proc in self.procs.items():
+            if name == "web" or proc.poll() is not None:
+                continue
+            try:
+                parent = psutil.Process(proc.pid)
+                tree = [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(signal.SIGUSR2)
+        with contextlib.suppress(AssertionError):  # a process that cannot answer says so itself
+            wait_for(lambda: all(p.stat().st_size > size for p, size in sizes.items()
+                                 if p.stem != "web" and p.stem in self.procs
+                                 and self.procs[p.stem].poll() is None), 5, "stacks")
 
     def stop(self) -> None:
         for proc in self.procs.values():

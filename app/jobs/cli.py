@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
+import sys
+
 import click
 from flask import Flask, current_app
+
+
+def _stacks_on_sigusr2() -> None:
+    """`kill -USR2 <pid>` prints every thread's stack to stderr (the log) and goes on: how to
+    see where a silent worker, work horse or cron process is (a forked horse inherits it)."""
+    if hasattr(signal, "SIGUSR2"):
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
 
 
 def register(app: Flask) -> None:
@@ -19,6 +30,7 @@ def register(app: Flask) -> None:
 
         if backend().kind != "rq":
             raise click.UsageError("REDIS_URL is not set: jobs run in the web process.")
+        _stacks_on_sigusr2()
         run_worker(current_app._get_current_object(),  # type: ignore[attr-defined]
                    burst=burst, simple=simple,
                    echo=click.echo)
@@ -34,6 +46,7 @@ def register(app: Flask) -> None:
 
         if backend().kind != "rq":
             raise click.UsageError("REDIS_URL is not set: the web process runs the schedule.")
+        _stacks_on_sigusr2()
         app_obj = current_app._get_current_object()  # type: ignore[attr-defined]
         run_cron(app_obj, interval or int(app_obj.config["JOBS_SWEEP_SECONDS"]),
                  echo=click.echo)
