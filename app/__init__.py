@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from . import i18n, jobs, loop
+from . import i18n, jobs, loop, storage
 from .config import Defaults, env_overrides
 from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
@@ -60,6 +60,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                  get_locale=flask_babel.get_locale)
     jobs.init_app(app)
     loop.init_app(app)
+    storage.init_app(app)
 
     from . import assets, errors, security
     from .admin import bp as admin_bp

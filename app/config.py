@@ -126,6 +126,16 @@ class Defaults:
     RETENTION_DAYS = 730
     BABEL_DEFAULT_LOCALE = "en"
 
+    # Uploaded bytes (voice notes, logos), app/storage.py: "" = the folder <instance>/media,
+    # "file:///abs/dir", or "s3://bucket/prefix" (credentials from the AWS_* variables).
+    STORAGE_URL = ""
+    S3_ENDPOINT_URL: str | None = None  # MinIO, Ceph, …; None = AWS
+    S3_REGION: str | None = None
+    # A dead S3 endpoint fails a request within about connect timeout × attempts, not never.
+    S3_CONNECT_TIMEOUT = 5.0
+    S3_READ_TIMEOUT = 30.0
+    S3_MAX_ATTEMPTS = 3
+
 
 def env_overrides(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[str, object]:
     """The unprefixed names every PaaS sets (DATABASE_URL, REDIS_URL, SECRET_KEY)."""
