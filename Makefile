@@ -52,7 +52,7 @@ widget: $(STAMP)
 # Re-extract translatable text, merge it into each catalog, compile (.mo files are committed;
 # a test fails when one is stale).
 translations: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _ -k _l -k N_ -k lazy_gettext --no-location --sort-output -o app/translations/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k _l -k N_ -k lazy_gettext -k lazy_ngettext:1,2 --no-location --sort-output -o app/translations/messages.pot .
 	$(BIN)/pybabel update -N -i app/translations/messages.pot -d app/translations -w 100
 	$(BIN)/pybabel compile -d app/translations
 

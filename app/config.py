@@ -61,6 +61,10 @@ class Defaults:
     MAX_CONTENT_LENGTH = 3 * 1024 * 1024
     EMBED_MAX_BODY = 16 * 1024
     COMMENT_MAX_CHARS = 1000
+    # Voice notes (app/audio.py): judged by their bytes and decoded in full on upload; longer
+    # than VOICE_MAX_SECONDS (+0.5 s for the recorder's last frames) or bigger is refused.
+    VOICE_MAX_BYTES = 2 * 1024 * 1024
+    VOICE_MAX_SECONDS = 60
 
     RATELIMIT_STORAGE_URI: str | None = None  # REDIS_URL, or memory:// without one
     RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}

@@ -26,6 +26,7 @@ from .conftest import make_site, verified_token
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = ("tr", "ru", "et")
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "lazy_gettext": None,
+            "lazy_ngettext": (1, 2),
             "N_": None}
 # What a customer reads: the embed pages, the customer emails, the answer rules' messages.
 CUSTOMER_SOURCES = [
@@ -34,6 +35,7 @@ CUSTOMER_SOURCES = [
       if p.name.split(".")[0] in ("thanks", "resolution", "verification", "_thanks_body",
                                   "_verify_links", "_layout")],
     ROOT / "app/responses.py",
+    ROOT / "app/audio.py",  # why a voice note was refused
     ROOT / "app/sites.py",  # the default moments' questions
     *sorted((ROOT / "app/templates/channels").iterdir()),  # the email snippet
     *sorted((ROOT / "app/embed").glob("*.py")),
