@@ -65,6 +65,16 @@ class Defaults:
     # than VOICE_MAX_SECONDS (+0.5 s for the recorder's last frames) or bigger is refused.
     VOICE_MAX_BYTES = 2 * 1024 * 1024
     VOICE_MAX_SECONDS = 60
+    # Transcripts (app/transcribe.py): the engine per answer language ("*" = any other);
+    # "pocketsphinx" (offline, English), "http" (TRANSCRIBE_HTTP_URL, when set) or "none".
+    TRANSCRIBE_ENGINES = {"en": "pocketsphinx", "*": "http"}
+    TRANSCRIBE_HTTP_URL = ""
+    TRANSCRIBE_HTTP_TOKEN: str | None = None  # sent as a Bearer token when set (a secret)
+    TRANSCRIBE_HTTP_TIMEOUT = 30.0  # seconds per attempt (keep it below JOBS_TIMEOUT)
+    TRANSCRIBE_MAX_ATTEMPTS = 3  # failing attempts (retried by the outbox sweep) before "failed"
+    # Routing waits this long after the answer for its voice note's transcript, then routes
+    # on the rating and comment alone (a later transcript still routes a still-new case again).
+    TRANSCRIPT_WAIT_SECONDS = 120
 
     RATELIMIT_STORAGE_URI: str | None = None  # REDIS_URL, or memory:// without one
     RATELIMIT_STORAGE_OPTIONS = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, or_, select
 
 from .extensions import db
-from .models import Case, Moment, Response, ResponseSku
+from .models import Case, Moment, Response, ResponseSku, VoiceNote
 
 NEGATIVE = ("detractor", "negative")
 POSITIVE = ("promoter", "positive")
@@ -87,12 +87,29 @@ def top_negative(site_id: int, start: datetime, end: datetime, by: str, team: st
     return [(r[0], int(r[1]), int(r[2])) for r in db.session.execute(q)]
 
 
+class Sample(NamedTuple):
+    """A quoted answer: what the customer typed and, after it, what their voice note said."""
+
+    rating: int
+    segment: str
+    text: str
+    spoken: bool  # the text holds a voice note's transcript
+
+
 def sample_comments(site_id: int, start: datetime, end: datetime, team: str | None = None,
-                    negative: int = 3, positive: int = 2) -> list[Response]:
-    """The latest few negative and positive comments of the period."""
-    out: list[Response] = []
+                    negative: int = 3, positive: int = 2) -> list[Sample]:
+    """The latest few negative and positive answers of the period that say something, typed
+    or spoken (a voice note's transcript counts as a comment)."""
+    out: list[Sample] = []
     for segments, n in ((NEGATIVE, negative), (POSITIVE, positive)):
-        q = _scoped(select(Response), site_id, start, end, team).where(
-            Response.segment.in_(segments), Response.comment.is_not(None))
-        out += db.session.scalars(q.order_by(Response.created_at.desc()).limit(n)).all()
+        q = _scoped(select(Response.rating, Response.segment, Response.comment,
+                           VoiceNote.transcript)
+                    .outerjoin(VoiceNote, VoiceNote.response_id == Response.id),
+                    site_id, start, end, team).where(
+            Response.segment.in_(segments),
+            or_(Response.comment.is_not(None), VoiceNote.transcript.is_not(None)))
+        for rating, segment, comment, transcript in db.session.execute(
+                q.order_by(Response.created_at.desc()).limit(n)):
+            text = "\n\n".join(t for t in (comment, transcript) if t)
+            out.append(Sample(rating, segment, text, bool(transcript)))
     return out

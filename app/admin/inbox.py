@@ -39,6 +39,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union,
 )
 from sqlalchemy.orm import aliased
 from werkzeug.datastructures import MultiDict
@@ -57,6 +58,7 @@ from ..models import (
     SiteMembership,
     StaffUser,
     UTCDateTime,
+    VoiceNote,
     utcnow,
 )
 from ..models import Response as Answer
@@ -273,7 +275,16 @@ def conditions(f: Filters, now: datetime) -> list[ColumnElement[bool]]:
     elif f.due == "soon":
         out.append(and_(SORT_DUE >= now, SORT_DUE < now + timedelta(hours=1)))
     if f.q:
-        out.append(Answer.comment.ilike("%" + _like(f.q) + "%", escape="\\"))
+        # What the customer said, typed or spoken: each side is served by its own trigram
+        # index on PostgreSQL (an OR across the two tables could use neither), then the union
+        # of answer ids is joined to the page's cases.
+        pattern = "%" + _like(f.q) + "%"
+        said = aliased(Answer)
+        out.append(Answer.id.in_(union(
+            select(said.id).where(said.comment.ilike(pattern, escape="\\")),
+            select(VoiceNote.response_id).where(VoiceNote.transcript.ilike(pattern,
+                                                                           escape="\\")),
+        )))
     return out
 
 

@@ -35,6 +35,26 @@ def rearm(topic: str, ref_id: int, now: datetime | None = None) -> None:
     on_commit(topic, ref_id)
 
 
+def defer(topic: str, ref_id: int, until: datetime) -> None:
+    """Owe a pending (topic, ref_id) again from `until` on, in the current transaction: the
+    sweep hands it over at `until` (within JOBS_SWEEP_SECONDS) unless a hand-over (on_commit)
+    brings it sooner. For a job that finds it has to wait for something with a deadline.
+
+    `created_at` is when the row is owed from (rearm moves it to now as well); it is set the
+    sweep's grace before `until`, because nothing else will hand the row over at `until`."""
+    db.session.execute(
+        Outbox.__table__.update()
+        .where(Outbox.topic == topic, Outbox.ref_id == ref_id, Outbox.done_at.is_(None))
+        .values(created_at=until - _grace(), last_enqueued_at=None)
+    )
+
+
+def _grace() -> timedelta:
+    """OUTBOX_SWEEP_GRACE as a timedelta (an environment variable gives seconds)."""
+    grace = current_app.config["OUTBOX_SWEEP_GRACE"]
+    return grace if isinstance(grace, timedelta) else timedelta(seconds=float(grace))
+
+
 def finish(topic: str, ref_id: int, now: datetime | None = None) -> None:
     """Mark (topic, ref_id) done in the current transaction."""
     db.session.execute(Outbox.__table__.update()
@@ -56,9 +76,7 @@ def sweep(now: datetime | None = None, grace: timedelta | None = None, limit: in
     """
     now = now or utcnow()
     cfg = current_app.config
-    grace = cfg["OUTBOX_SWEEP_GRACE"] if grace is None else grace
-    if not isinstance(grace, timedelta):  # seconds, as an environment variable gives it
-        grace = timedelta(seconds=float(grace))
+    grace = _grace() if grace is None else grace
     rows = list(db.session.scalars(
         select(Outbox)
         .where(Outbox.done_at.is_(None), Outbox.failed_at.is_(None),

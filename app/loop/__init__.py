@@ -10,6 +10,7 @@ from .. import jobs as app_jobs
 def init_app(app: Flask) -> None:
     """Register the loop's job handlers and scheduled tasks with app.jobs (importing the
     modules that declare them is the registration), and what a worker loads before forking."""
+    from .. import transcribe  # noqa: F401 - the transcription job routing waits for
     from . import cron, jobs, notify  # noqa: F401
 
 

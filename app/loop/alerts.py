@@ -27,6 +27,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
+from .. import transcribe
 from ..extensions import db
 from ..models import (
     Case,
@@ -182,7 +183,8 @@ def critical_alert(case: Case, response: Response, moment: Moment, site: Site
         return []
     context = {"case": case, "response": response, "moment": moment, "team": aud.team,
                "case_url": notify.case_url(case.id), "fallback_reason": aud.reason,
-               "fallback_team": case.team, "public_key": site.public_key}
+               "fallback_team": case.team, "public_key": site.public_key,
+               "transcript": transcribe.transcript_of(response.id)}
     now = utcnow()
     if not response.verified and _flooded(site, case.team, now):
         _hold(site, case, ref, aud, context, now)
@@ -205,7 +207,7 @@ def reopened_alert(case: Case, response: Response, moment: Moment, site: Site,
                        {"case": case, "response": response, "moment": moment, "team": aud.team,
                         "case_url": notify.case_url(case.id), "fallback_reason": aud.reason,
                         "fallback_team": case.team, "public_key": site.public_key,
-                        "note": note},
+                        "note": note, "transcript": transcribe.transcript_of(response.id)},
                        case_id=case.id)
     if out:
         _event(case, "alerted", aud, "reopened")

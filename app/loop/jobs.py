@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from .. import jobs
+from .. import jobs, transcribe
 from ..extensions import db
+from ..jobs import outbox as app_outbox
 from ..models import Case, CaseEvent, Moment, Outbox, Response, Site, utcnow
 from ..responses import ROUTE_TOPIC
 from . import alerts, notify, routing
@@ -45,7 +46,16 @@ def route_response(response_id: int) -> str:
         return "gone"
     response, case, moment, site = row
     if case.status == "new":
-        route = routing.decide(response, moment, site)
+        note = transcribe.note_of(response.id)
+        deadline = transcribe.wait_deadline(note, response.created_at)
+        if deadline is not None and utcnow() < deadline:
+            # The voice note's transcript may hold what the rules look for: wait for it. Its
+            # job hands routing over when it settles; the sweep does at the deadline if not.
+            app_outbox.defer(ROUTE_TOPIC, response_id, deadline)
+            session.commit()
+            return "waiting for the transcript"
+        route = routing.decide(response, moment, site,
+                               transcript=note.transcript if note is not None else None)
         rerouted = case.routed_at is not None
         routing.apply(case, route)
         case.routed_at = utcnow()

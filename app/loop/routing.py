@@ -38,11 +38,12 @@ def followup_hours(site: Site, segment: str) -> int:
 
 
 def decide(response: Response, moment: Moment, site: Site,
-           rules: list[dict] | None = None) -> Route:
-    """Routing decision from the response, its moment, the site's rules and SLA targets."""
+           rules: list[dict] | None = None, transcript: str | None = None) -> Route:
+    """Routing decision from the response (and its voice note's transcript), its moment, the
+    site's rules and SLA targets."""
     if rules is None:
         rules = rules_mod.for_site(site.id)
-    d = rules_mod.evaluate(rules, response, moment)
+    d = rules_mod.evaluate(rules, response, moment, transcript)
     sla = d.sla
     start = response.created_at
 

@@ -9,7 +9,8 @@ actions apply and later rules may add to them. A value an earlier matching rule 
 Conditions: segment (promoter/passive/detractor/positive/neutral/negative; a family name
 matches its segments), rating {min, max}, moment, channel, sku (exact or glob, e.g. "TV-*"),
 keywords (case-insensitive, matched at word starts), regex (Python syntax), language
-(the comment's detected language, else the answer's locale), has_voice.
+(the text's detected language, else the answer's locale), has_voice. Keywords, regex and
+language read the answer's text: its typed comment and its voice note's transcript.
 Actions: team, priority (critical/high/routine/low), sla {ack_hours, ack_late_hours,
 followup_hours, close_hours, loop_hours}, tags, notify, template.
 """
@@ -250,10 +251,17 @@ class Decision:
         self.matched.append(rule["name"])
 
 
+def answer_text(comment: str | None, transcript: str | None) -> str:
+    """What the customer said: the typed comment and the voice note's transcript, one
+    paragraph each, so keyword and language rules treat a spoken word like a typed one."""
+    return "\n\n".join(t for t in (comment, transcript) if t)
+
+
 def matches(cond: dict[str, Any], response: Response, moment: Moment,
-            language: Callable[[], str | None]) -> bool:
-    """True when every condition holds for the response."""
-    comment = response.comment or ""
+            language: Callable[[], str | None], text: str | None = None) -> bool:
+    """True when every condition holds for the response (`text`: see answer_text; the
+    comment alone when not given)."""
+    comment = (response.comment or "") if text is None else text
     if "segment" in cond and not (
         response.segment in cond["segment"] or FAMILY[response.segment] in cond["segment"]
     ):
@@ -293,18 +301,21 @@ def detect_language(text: str | None, fallback: str) -> str:
     return best.lang.split("-")[0] if best.prob >= 0.8 else base
 
 
-def evaluate(rules: Iterable[dict[str, Any]], response: Response, moment: Moment) -> Decision:
-    """Run the ordered rules over a response."""
+def evaluate(rules: Iterable[dict[str, Any]], response: Response, moment: Moment,
+             transcript: str | None = None) -> Decision:
+    """Run the ordered rules over a response (and its voice note's transcript, if any)."""
     decision = Decision()
     lang: list[str] = []
+    text = answer_text(response.comment, transcript)
 
     def language() -> str:
         if not lang:
-            lang.append(detect_language(response.comment, response.locale))
+            lang.append(detect_language(text, response.locale))
         return lang[0]
 
     for rule in rules:
-        if rule.get("enabled", True) and matches(rule["conditions"], response, moment, language):
+        if rule.get("enabled", True) and matches(rule["conditions"], response, moment, language,
+                                                 text):
             decision.take(rule)
             if not rule.get("continue"):
                 break

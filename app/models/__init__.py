@@ -254,7 +254,12 @@ class VoiceNote(db.Model):  # type: ignore[name-defined]
     in the answer's transaction, so an upload whose answer never committed is swept."""
 
     __tablename__ = "voice_notes"
-    __table_args__ = (Index("ix_voice_notes_unclaimed", "claimed_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_voice_notes_unclaimed", "claimed_at", "created_at"),
+        # The inbox's search reads transcripts like comments (ILIKE '%word%'): trigrams.
+        Index("ix_voice_notes_transcript_trgm", "transcript", postgresql_using="gin",
+              postgresql_ops={"transcript": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
