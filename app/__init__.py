@@ -62,13 +62,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     loop.init_app(app)
     storage.init_app(app)
 
-    from . import assets, errors, security
+    from . import assets, branding, errors, security
     from .admin import bp as admin_bp
     from .cli import register as register_cli
     from .demo import bp as demo_bp
     from .embed import bp as embed_bp
 
     assets.init_app(app)
+    branding.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     # Every <int:...> in a URL is a database id: one beyond an INTEGER column does not match

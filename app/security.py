@@ -56,13 +56,25 @@ def set_headers(response: Response) -> Response:
     # browser or a shared cache (a view that wants caching sets its own Cache-Control).
     h.setdefault("Cache-Control", "no-store")
     ancestors = getattr(g, "frame_ancestors", None)
+    # Inline <style> elements this page carries (the site's accent, app/branding.py), each
+    # allowed by its hash: style-src never needs 'unsafe-inline'.
+    styles = " ".join(sorted(g.get("csp_style_hashes", ())))
     if ancestors:
         sources = " ".join(s for s in map(_source, ancestors) if s) or "'none'"
-        h["Content-Security-Policy"] = f"{EMBED_CSP}; frame-ancestors {sources}"
+        csp = EMBED_CSP.replace("style-src 'self'", f"style-src 'self' {styles}") if styles \
+            else EMBED_CSP
+        h["Content-Security-Policy"] = f"{csp}; frame-ancestors {sources}"
     else:
-        h.setdefault("Content-Security-Policy", f"{APP_CSP}; frame-ancestors 'none'")
+        extra = f"; style-src 'self' {styles}" if styles else ""
+        h.setdefault("Content-Security-Policy", f"{APP_CSP}{extra}; frame-ancestors 'none'")
         h.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+def allow_inline_style(source: str) -> None:
+    """Allow one inline <style> (a CSP hash source, 'sha256-…') in this response's CSP."""
+    hashes: set[str] = g.setdefault("csp_style_hashes", set())
+    hashes.add(source)
 
 
 class NoCookiesOnEmbed(SecureCookieSessionInterface):

@@ -15,6 +15,7 @@ tests/test_auth.py; here only the permission decides.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from app.models import (
 )
 
 from .conftest import make_site
+from .test_branding import png_bytes
 from .test_inbox import PASSWORD, answer, member
 from .test_settings import moment_form, site_form
 
@@ -52,6 +54,7 @@ PUBLIC = frozenset({
     "embed.issue_prompt", "embed.prompt", "embed.prompt_page", "embed.thanks", "embed.verify",
     "embed.short_link",  # an SMS link: a redirect to a signed prompt (tests/test_channels.py)
     "embed.kiosk",  # a kiosk's signed, revocable link decides (tests/test_kiosk.py)
+    "embed.brand_logo",  # a shop's logo: public, on every customer page (tests/test_branding.py)
     "embed.widget", "embed.widget_versioned", "demo.index", "demo.page", "static",
 })
 # Signed in, no site and no action: anonymous is sent to sign in (its behaviour: test_auth).
@@ -195,6 +198,14 @@ class Ctx:
                 SiteMembership.site_id == self.site[which]))
         return {**self.s(which), "membership_id": self._with(make)}
 
+    def with_logo(self, which: str) -> dict:
+        """Give the site a logo (a remove then really removes one); no form fields."""
+        from app import branding
+
+        self._with(lambda: branding.set_logo(db.session.get(Site, self.site[which]),
+                                             png_bytes()))
+        return {}
+
     def labels(self, which: str) -> dict[str, str]:
         return self._with(lambda: {f"label-{k}": v for k, v in replies.categories(
             db.session.get(Site, self.site[which]))})
@@ -265,6 +276,13 @@ ROUTES: list[Route] = [
     Route("admin.settings_site_save", "POST", "site.settings", site_only,
           form=lambda ctx, w: ctx.site_form(w)),
     Route("admin.settings_site_rotate", "POST", "site.keys", site_only, form=lambda c, w: {}),
+    Route("admin.settings_branding", "GET", "site.settings", site_only),
+    Route("admin.settings_branding_logo", "POST", "site.settings", site_only,
+          form=lambda ctx, w: {"logo": (io.BytesIO(png_bytes()), "logo.png")}),
+    Route("admin.settings_branding_logo_remove", "POST", "site.settings", site_only,
+          form=lambda ctx, w: ctx.with_logo(w)),
+    Route("admin.settings_branding_accent", "POST", "site.settings", site_only,
+          form=lambda ctx, w: {"accent": f"#1a4d{next(ctx.n) % 100:02d}"}),
     Route("admin.settings_moments", "GET", "moments.manage", site_only),
     Route("admin.settings_moments_add", "POST", "moments.manage", site_only,
           form=lambda ctx, w: moment_form(key=f"matrix{next(ctx.n)}",

@@ -184,7 +184,7 @@ def test_settings_navigation(make_app):
     nav = re.search(r'<nav class="settings-nav".*?</nav>', page, re.S).group(0)
     labels = re.findall(r'>([A-Z][a-z ]+)</a>', nav)
     expected = [label for endpoint, label, _a in SECTIONS if endpoint in app.view_functions]
-    assert labels == expected and labels[:3] == ["Site", "Moments", "Webhooks"]
+    assert labels == expected and labels[:4] == ["Site", "Branding", "Moments", "Webhooks"]
     assert re.search(r'aria-current="page">Moments<', nav)
     rotated = form_post(owner, url(site.id, "site"), url(site.id, "site/rotate"))
     assert 'aria-current="page">Site<' in rotated.get_data(as_text=True)

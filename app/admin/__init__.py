@@ -9,6 +9,7 @@ from . import (  # noqa: E402,F401
     inbox,
     settings,
     settings_audit,
+    settings_branding,
     settings_kiosks,
     settings_loop,
     settings_replies,

@@ -33,6 +33,7 @@ from .permissions import ACTIONS, get_scoped_or_404, requires, role_on, sites_fo
 # endpoint exists and the person's role allows its action.
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("admin.settings_site", "Site", "site.settings"),
+    ("admin.settings_branding", "Branding", "site.settings"),
     ("admin.settings_moments", "Moments", "moments.manage"),
     ("admin.settings_webhooks", "Webhooks", "webhooks.manage"),
     ("admin.settings_kiosks", "Kiosks", "kiosks.manage"),

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("embed", __name__)
 
-from . import views  # noqa: E402,F401
+from . import brand, views  # noqa: E402,F401

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import TooManyRequests
 
-from .. import i18n, prompts, responses, safejson
+from .. import branding, i18n, prompts, responses, safejson
 from ..errors import error_response
 from ..extensions import csrf, db, limiter
 from ..models import Moment, Site
@@ -192,7 +192,9 @@ _URLSAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # itsdangerous URL-safe tokens: not
 def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
     m = p.moment
     key = (m.id, m.question, tuple(sorted((m.questions or {}).items())), m.scale,
-           m.comment_enabled, p.site.name, g.get("locale"), parent)
+           m.comment_enabled, p.site.name, p.site.logo_key, p.site.accent_color,
+           g.get("locale"), parent)
+    branding.allow_style(p.site)  # the cached page's <style> still needs this response's CSP
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault(
         "closeloop.prompt_pages", {})
     page = cache.get(key)
