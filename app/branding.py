@@ -257,9 +257,10 @@ def _tint(color: str, share: float = 0.08) -> str:
 
 def style_css(site: Site | None) -> str | None:
     """The CSS custom properties for the site's accent (app/static/embed.css reads them)."""
-    if site is None or not site.accent_color:
+    color = site.accent_color if site is not None else None
+    # Checked again here: this goes into a <style> unescaped, whatever wrote the column.
+    if not color or not re.fullmatch(r"#[0-9a-f]{6}", color):
         return None
-    color = site.accent_color
     return f":root{{--brand:{color};--brand-on:#fff;--brand-tint:{_tint(color)}}}"
 
 

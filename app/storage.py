@@ -88,8 +88,13 @@ class FolderStorage:
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Write atomically: a temporary file beside the target, fsynced, renamed into place."""
         path = self._path(key)
-        # Owner-only: the store holds customers' voices; umask may widen nothing here.
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Owner-only, every level from the root down (mkdir(parents=True) would give the
+        # intermediate ones the default mode): the store holds customers' voices.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = self.root
+        for part in path.relative_to(self.root).parent.parts:
+            folder = folder / part
+            folder.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -304,9 +309,10 @@ def send_stored(key: str, content_type: str, download_name: str, *,
     start, stop, status = 0, size, 200
     rng = request.range
     # If-Range with another (or a date) validator: the client's partial copy is stale, send all.
+    # If-Range compares strongly (RFC 9110 13.1.5): a weak validator never matches.
     if_range = request.if_range
-    stale = bool(if_range.etag or if_range.date) and not (
-        if_range.etag is not None and if_range.etag == etag)
+    weak = request.headers.get("If-Range", "").lstrip().startswith("W/")
+    stale = bool(if_range.etag or if_range.date) and (weak or if_range.etag != etag)
     if rng is not None and rng.units == "bytes" and len(rng.ranges) == 1 and not stale:
         first, last = rng.ranges[0]  # werkzeug: [first, last) or (-n, None) for a suffix
         if first < 0:  # "bytes=-n": the last n bytes, all of them when n exceeds the size

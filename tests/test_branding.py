@@ -568,3 +568,18 @@ def test_branding_settings_in_chromium(make_app, tmp_path):
         page.close()
     row = site_row(app, site.id)
     assert row.accent_color == ACCENT and row.logo_key
+
+
+def test_a_bad_stored_colour_never_reaches_the_page(branded):
+    """A colour written around the settings (a hand-edited row) that is not #rrggbb is left
+    out of the page's <style> rather than written into it."""
+    app, site = branded
+    with app.app_context():
+        from sqlalchemy import update
+        db.session.execute(update(Site).where(Site.id == site.id).values(
+            accent_color="red}</style><script>alert(1)</script>"[:7]))
+        db.session.commit()
+        row = db.session.get(Site, site.id)
+        assert branding.style_css(row) is None
+        row.accent_color = "#1A4D8F"
+        assert branding.style_css(row) is None  # not the normalised form set_accent stores

@@ -23,7 +23,8 @@ Page = tuple[str, int, dict[str, str]]
 def _page(site: Site, status: int = 200, logo_error: str | None = None,
           accent_error: str | None = None, accent_value: str | None = None) -> Page:
     # The saved colour (a refused one is never shown as if it were), for the preview.
-    preview = f":root{{--preview:{site.accent_color}}}" if site.accent_color else None
+    css = branding.style_css(site)  # None without a (well-formed) colour
+    preview = f":root{{--preview:{site.accent_color}}}" if css else None
     if preview:
         allow_inline_style(branding.csp_hash(preview))
     ratio = branding.contrast_ratio(site.accent_color, branding.WHITE) \
