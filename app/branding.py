@@ -124,7 +124,7 @@ def _pixels(im: Image.Image) -> Image.Image:
     return Image.frombytes(mode, converted.size, converted.tobytes())
 
 
-def set_logo(site: Site, data: bytes, actor: StaffUser | None = None) -> Logo:
+def set_logo(site: Site, data: bytes, actor: StaffUser | str | None = None) -> Logo:
     """Check, re-encode and store a new logo for `site`, replacing (and deleting) the old one."""
     logo = process_logo(data)
     backend = storage.storage()
@@ -148,7 +148,7 @@ def set_logo(site: Site, data: bytes, actor: StaffUser | None = None) -> Logo:
     return logo
 
 
-def remove_logo(site: Site, actor: StaffUser | None = None) -> bool:
+def remove_logo(site: Site, actor: StaffUser | str | None = None) -> bool:
     """Remove the site's logo (row first, then the object); False when it had none."""
     old = site.logo_key
     if not old:
@@ -237,7 +237,8 @@ def check_accent(value: str | None) -> str | None:
     return color
 
 
-def set_accent(site: Site, value: str | None, actor: StaffUser | None = None) -> bool:
+def set_accent(site: Site, value: str | None,
+               actor: StaffUser | str | None = None) -> bool:
     """Set (or with an empty value, clear) the accent colour; False when nothing changed."""
     color = check_accent(value)
     if color == site.accent_color:

@@ -127,6 +127,39 @@ def register(app: Flask) -> None:
         click.echo(f"new signing secret: {secret}")
         click.echo(f"secrets accepted:   {len(site.signing_secrets)}")
 
+    @sites_group.command("branding")
+    @click.argument("public_key")
+    @click.option("--logo", "logo_path", type=click.Path(exists=True, dir_okay=False),
+                  help="A PNG, JPEG or WebP file: checked and re-encoded like an upload.")
+    @click.option("--remove-logo", is_flag=True, help="Remove the site's logo.")
+    @click.option("--accent", default=None,
+                  help='An accent colour #rrggbb (contrast checked), or "" for the default.')
+    def sites_branding(public_key: str, logo_path: str | None, remove_logo: bool,
+                       accent: str | None) -> None:
+        """Set a site's logo and accent colour (the checks of Settings → Branding)."""
+        from . import branding
+
+        site = site_ops.by_key(public_key)
+        if site is None:
+            raise click.BadParameter(f"no site with public key {public_key}")
+        if logo_path and remove_logo:
+            raise click.UsageError("--logo and --remove-logo exclude each other")
+        try:
+            if accent is not None:
+                branding.set_accent(site, accent, actor="cli")
+            if logo_path:
+                with open(logo_path, "rb") as fh:
+                    data = fh.read(branding.LOGO_MAX_BYTES + 1)
+                logo = branding.set_logo(site, data, actor="cli")
+                click.echo(f"logo: {logo.content_type}, {logo.width} x {logo.height} px")
+            elif remove_logo:
+                branding.remove_logo(site, actor="cli")
+        except branding.BrandingRejected as exc:
+            db.session.rollback()
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{site.public_key}: logo={'yes' if site.logo_key else 'none'} "
+                   f"accent={site.accent_color or 'default'}")
+
     @sites_group.command("list")
     def sites_list() -> None:
         """List sites with their keys and origins."""

@@ -583,3 +583,32 @@ def test_a_bad_stored_colour_never_reaches_the_page(branded):
         assert branding.style_css(row) is None
         row.accent_color = "#1A4D8F"
         assert branding.style_css(row) is None  # not the normalised form set_accent stores
+
+
+def test_cli_shares_the_checks(make_app, tmp_path):
+    """`flask sites branding` sets a logo and a colour with the page's checks and audit rows;
+    a refused colour or file exits non-zero saying why and changes nothing."""
+    app = branding_app(make_app, tmp_path)
+    site = make_site(app, name="Nordic Lamps")
+    runner = app.test_cli_runner()
+    good, bad = tmp_path / "logo.jpg", tmp_path / "logo.svg"
+    good.write_bytes(jpeg_bytes())
+    bad.write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    refused = runner.invoke(args=["sites", "branding", site.public_key, "--accent", "#ffff00"])
+    assert refused.exit_code == 1 and "1.07:1" in refused.output
+    refused = runner.invoke(args=["sites", "branding", site.public_key, "--logo", str(bad)])
+    assert refused.exit_code == 1 and "Not a PNG, JPEG or WebP" in refused.output
+    assert stored(tmp_path) == [] and audit_actions(app, site.id) == []
+    result = runner.invoke(args=["sites", "branding", site.public_key, "--logo", str(good),
+                                 "--accent", ACCENT])
+    assert result.exit_code == 0, result.output
+    assert "image/webp" in result.output and f"accent={ACCENT}" in result.output
+    row = site_row(app, site.id)
+    assert row.accent_color == ACCENT and row.logo_content_type == "image/webp"
+    assert len(stored(tmp_path)) == 1
+    result = runner.invoke(args=["sites", "branding", site.public_key, "--remove-logo",
+                                 "--accent", ""])
+    assert result.exit_code == 0 and "logo=none accent=default" in result.output
+    assert stored(tmp_path) == []
+    assert audit_actions(app, site.id) == ["site.accent_color", "site.logo",
+                                           "site.accent_color", "site.logo_removed"]
