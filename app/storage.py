@@ -326,10 +326,13 @@ def send_stored(key: str, content_type: str, download_name: str, *,
         start, stop, status = first, last, 206
     # Multiple ranges: the whole object (allowed by RFC 9110, and no multipart bodies to get wrong).
 
-    try:
-        head = backend.read(key, start, min(stop, start + CHUNK))
-    except FileNotFoundError:  # deleted between size() and read()
-        abort(404)
+    if request.method == "HEAD":  # the headers only: no read (an S3 GET) for a body never sent
+        head = b""
+    else:
+        try:
+            head = backend.read(key, start, min(stop, start + CHUNK))
+        except FileNotFoundError:  # deleted between size() and read()
+            abort(404)
 
     def body() -> Any:
         yield head
@@ -341,7 +344,8 @@ def send_stored(key: str, content_type: str, download_name: str, *,
             yield piece
             pos += len(piece)
 
-    resp = Response(body() if stop - start > len(head) else [head], status=status,
+    streamed = request.method != "HEAD" and stop - start > len(head)
+    resp = Response(body() if streamed else [head], status=status,
                     headers=headers, mimetype=None, content_type=content_type,
                     direct_passthrough=True)
     resp.content_length = stop - start

@@ -230,6 +230,11 @@ def test_send_full(served: tuple[Any, str]) -> None:
     head = client.head(f"/blob/{key}")
     assert head.status_code == 200 and head.data == b""
     assert head.headers["Content-Length"] == str(len(DATA))
+    assert head.headers["ETag"] == h["ETag"]
+    head = client.head(f"/blob/{key}", headers={"Range": "bytes=10-19"})
+    assert head.status_code == 206 and head.data == b""
+    assert head.headers["Content-Length"] == "10"
+    assert head.headers["Content-Range"] == f"bytes 10-19/{len(DATA)}"
 
 
 @pytest.mark.parametrize(("header", "first", "stop"), [
@@ -359,3 +364,17 @@ def test_dead_s3_fails_instead_of_hanging(aws_env, black_hole: str, endpoint_kin
     assert not worker.is_alive(), "S3Storage.put hung on a dead endpoint"
     assert isinstance(outcome[0], StorageError)
     assert isinstance(outcome[0], OSError)
+
+
+def test_head_reads_no_bytes(served: tuple[Any, str], storage_app: Flask, monkeypatch) -> None:
+    """HEAD answers from the size alone: no read (for S3, no GET) for a body never sent."""
+    client, key = served
+    with storage_app.app_context():
+        backend = storage.storage()
+
+    def no_read(*_a: Any, **_k: Any) -> bytes:
+        raise AssertionError("HEAD read the object")
+
+    monkeypatch.setattr(backend, "read", no_read)
+    resp = client.head(f"/blob/{key}")
+    assert resp.status_code == 200 and resp.headers["Content-Length"] == str(len(DATA))
