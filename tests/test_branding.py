@@ -483,8 +483,8 @@ def _shots(page: Any, name: str) -> None:
 
 @pytest.mark.browser
 def test_branded_pages_in_chromium(make_app, tmp_path):
-    """Chromium renders the prompt (as a link and in the slide-in's frame) and the thank-you
-    page with the logo loaded and the accent on the button and the chosen rating; the CSP
+    """Chromium renders the prompt (as a link and in the slide-in's frame), the thank-you
+    and the kiosk page with the logo loaded and the accent on the button and the chosen rating; the CSP
     lets the style through (no console error); axe finds nothing at 1280 and 375 px."""
     from .conftest import free_port
     from .test_browser import chromium_serving
@@ -526,6 +526,14 @@ def test_branded_pages_in_chromium(make_app, tmp_path):
         page.wait_for_url(re.compile(r".*/t/.*"))
         assert page.locator("img.logo").evaluate("img => img.complete && img.naturalWidth > 0")
         _shots(page, "thanks")
+        from app import kiosks
+        with app.app_context():
+            kiosk = kiosks.create(db.session.get(Site, site.id), "kiosk", "s-1", "Till 1",
+                                  "test")
+            kiosk_token = kiosks.token(kiosk)
+        page.goto(f"{base}/k/{kiosk_token}")
+        assert page.locator("img.logo").evaluate("img => img.complete && img.naturalWidth > 0")
+        _shots(page, "kiosk")
         context.close()
     assert not [e for e in errors if "Content Security Policy" in e], errors
 
