@@ -60,6 +60,9 @@ class Defaults:
     # Bodies: prompt answers are small; anything bigger is refused with 413 before parsing.
     MAX_CONTENT_LENGTH = 3 * 1024 * 1024
     EMBED_MAX_BODY = 16 * 1024
+    # An answer with a voice note may be VOICE_MAX_BYTES + EMBED_MAX_BODY long (moments with
+    # voice on only). Voice notes no answer claimed (the request died) go after this long.
+    VOICE_UNCLAIMED_SECONDS = 3600
     COMMENT_MAX_CHARS = 1000
     # Voice notes (app/audio.py): judged by their bytes and decoded in full on upload; longer
     # than VOICE_MAX_SECONDS (+0.5 s for the recorder's last frames) or bigger is refused.
@@ -90,6 +93,10 @@ class Defaults:
     # A kiosk's tablet sends its queue after an outage in one burst, from one address.
     LIMIT_KIOSK = "600 per minute"
     LIMIT_SUBMIT_PER_TOKEN = "10 per minute"
+    # Voice notes (app/voice.py): uploads per client address and per prompt, counted only for
+    # answers that carry audio (each up to VOICE_MAX_BYTES, decoded in full to be judged).
+    LIMIT_VOICE_UPLOAD = "30 per hour"
+    LIMIT_VOICE_UPLOAD_PER_TOKEN = "5 per hour"
     LIMIT_LOGIN = "10 per 15 minutes"
     # Number of trusted proxies in front of the app (ProxyFix x_for); 0 = use the socket peer.
     PROXY_FIX_X_FOR = 0

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 
+from . import voice as voices
 from .extensions import db
 from .jobs import on_commit, outbox
 from .models import (
@@ -32,6 +33,7 @@ from .models import (
     Response,
     ResponseSku,
     UTCDateTime,
+    VoiceNote,
     new_public_id,
     utcnow,
 )
@@ -147,13 +149,37 @@ class Recorded(NamedTuple):
     amended: str | None = None
 
 
-def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
+def answered(prompt: Prompt) -> bool:
+    """Whether this prompt's answer is stored already (a retry or a double click)."""
+    return db.session.scalar(select(Response.id).where(
+        Response.site_id == prompt.site.id,
+        Response.submission_id == prompt.submission_id)) is not None
+
+
+def record(prompt: Prompt, rating: int, comment: str | None,
+           voice: VoiceNote | None = None) -> Recorded:
     """Store an answer once per submission id; returns (response, created, amended).
 
     A second submission for the same prompt returns the first response. Its comment, if any,
     is added while the case is still new (see _amend: appended, with the newer rating), and
     the amended response is routed again; `amended` says whether that happened and if not, why.
+
+    `voice`, a staged voice note (app/voice.py), is claimed in the answer's transaction; when
+    no answer is created with it (a repeat, a failure) its audio and row are deleted at once.
     """
+    try:
+        recorded = _record(prompt, rating, comment, voice)
+    except BaseException:
+        if voice is not None:
+            voices.discard(voice)
+        raise
+    if voice is not None and not recorded.created:
+        voices.discard(voice)
+    return recorded
+
+
+def _record(prompt: Prompt, rating: int, comment: str | None,
+            voice: VoiceNote | None) -> Recorded:
     scale = SCALES[prompt.moment.scale]
     if rating not in scale.values:
         raise InvalidAnswer(_("Please choose one of the offered ratings."))
@@ -175,7 +201,7 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
         "order_ref": prompt.order,
         "customer_ref": prompt.customer,
         "customer_email": prompt.email,
-        "has_voice": False,
+        "has_voice": voice is not None,
         "verified": prompt.verified,
         "locale": prompt.locale,
         "page_url": prompt.page_url,
@@ -185,6 +211,8 @@ def record(prompt: Prompt, rating: int, comment: str | None) -> Recorded:
     session = db.session
     try:
         rid = _insert_answer(values, prompt.skus)  # its outbox row included
+        if voice is not None:
+            voices.claim(voice, rid)
         on_commit(ROUTE_TOPIC, rid)
         session.commit()
     except IntegrityError:

@@ -24,7 +24,7 @@ DEV_BASE_URL = "http://127.0.0.1:5000"
 
 EMBED_CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-    "form-action 'self'; base-uri 'none'"
+    "media-src blob:; connect-src 'self'; form-action 'self'; base-uri 'none'"
 )
 APP_CSP = (
     "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "

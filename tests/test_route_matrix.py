@@ -261,6 +261,7 @@ ROUTES: list[Route] = [
           roles=frozenset({"owner", "lead"}), other=frozenset(), nonmember=frozenset({403})),
     # -- the case view and its actions
     Route("admin.case_view", "GET", "cases.view", lambda ctx, w: {"case_id": ctx.case(w)}),
+    Route("admin.case_voice", "GET", "voice.play", lambda ctx, w: {"case_id": ctx.cases[w]}),
     case_route("acknowledge", "cases.acknowledge", "new"),
     case_route("start", "cases.acknowledge", "acknowledged"),
     case_route("reopen", "cases.reopen", "resolved"),
@@ -428,6 +429,18 @@ def matrix(make_app, db_kind, receiver):
     client = app.test_client()
     for which, s in (("own", own), ("other", other)):
         ctx.cases[which] = answer(client, s, 2, "It broke")
+    with app.app_context():  # each case has a voice note (bytes need not be audio to serve)
+        from app import storage
+        from app.models import VoiceNote
+
+        for case_id in ctx.cases.values():
+            case = db.session.get(Case, case_id)
+            key = storage.new_key("voice", "webm")
+            storage.storage().put(key, b"\x1aE\xdf\xa3 matrix", "audio/webm")
+            db.session.add(VoiceNote(site_id=case.site_id, response_id=case.response_id,
+                                     storage_key=key, content_type="audio/webm",
+                                     size_bytes=12, duration_ms=1000))
+        db.session.commit()
     for role in ROLES:
         uid = member(app, f"{role}@own.example", own, role)
         if role == "agent":

@@ -18,7 +18,7 @@ from flask_login import current_user
 from sqlalchemy import or_, select
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import audit
+from .. import audit, storage
 from ..extensions import db
 from ..loop import cases as loop_cases
 from ..loop import replies
@@ -34,6 +34,7 @@ from ..models import (
     SiteMembership,
     StaffUser,
     Team,
+    VoiceNote,
     WebhookDelivery,
     team_members,
     utcnow,
@@ -182,6 +183,8 @@ def _page(case: Case, status: int = 200, stale: bool = False,
         teams=teams, workers=_workers(case.site_id) if allowed["cases.assign"] else [],
         stages=sla_stages(case, utcnow()), timeline=timeline, timeline_cut=cut,
         related=_related(answer),
+        voice=db.session.scalar(select(VoiceNote).where(VoiceNote.response_id == answer.id))
+        if answer.has_voice else None,
         allowed=allowed, team_ok=team_ok, works=can(user, case.site_id, "cases.note"),
         version=loop_cases.version(case), next_steps=_next_steps(case),
         priorities=PRIORITIES, scale_range=SCALE_RANGES.get(answer.scale, ""),
@@ -217,6 +220,20 @@ def case_view(case_id: int) -> tuple[str, int]:
     """Case #id: the answer in full, its SLA stages, timeline and the actions on it."""
     case = get_scoped_or_404(Case, case_id)
     return _page(case)
+
+
+@bp.get("/cases/<int:case_id>/voice")
+@requires("voice.play")
+def case_voice(case_id: int) -> WerkzeugResponse:
+    """The case's voice note for the page's player: ranges (seeking), nosniff, an inline
+    ASCII file name (app/storage.send_stored); 404 when the case has none."""
+    case = get_scoped_or_404(Case, case_id)
+    note = db.session.scalar(select(VoiceNote).where(VoiceNote.response_id == case.response_id))
+    if note is None:
+        abort(404)
+    ext = note.storage_key.rsplit(".", 1)[-1]
+    return storage.send_stored(note.storage_key, note.content_type,
+                               f"voice-note-case-{case.id}.{ext}")
 
 
 def _act(case_id: int, action: str, details: dict[str, Any],

@@ -35,6 +35,7 @@ _OWNERS = frozenset({"owner"})
 ACTIONS: dict[str, frozenset[str]] = {
     "responses.view": _ALL,        # answers and their cases, read-only
     "cases.view": _ALL,
+    "voice.play": _ALL,            # a case's voice note, streamed to the case page's player
     "cases.acknowledge": _WORKERS,
     "cases.assign": _WORKERS,
     "cases.resolve": _WORKERS,

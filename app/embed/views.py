@@ -26,12 +26,12 @@ from flask_babel import lazy_gettext as _l
 from limits import parse as parse_limit
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import TooManyRequests
+from werkzeug.exceptions import RequestEntityTooLarge, TooManyRequests
 
 from .. import branding, i18n, prompts, responses, safejson
 from ..errors import error_response
-from ..extensions import csrf, db, limiter
-from ..models import Moment, Site
+from ..extensions import client_address, csrf, db, limiter
+from ..models import Moment, Site, VoiceNote
 from ..models import Response as Answer
 from ..responses import FAMILY, SCALES, InvalidAnswer
 from ..security import public_url
@@ -51,13 +51,13 @@ bp.add_url_rule("/widget.<version>.js", "widget_versioned", build_only=True)
 # prompt issuance for the script tag
 
 
-def _bounded_body() -> bytes:
-    """The raw body, or 413 past EMBED_MAX_BODY bytes.
+def _bounded_body(limit: int | None = None) -> bytes:
+    """The raw body, or 413 past `limit` (default EMBED_MAX_BODY) bytes.
 
     A chunked body has no Content-Length, and werkzeug's limited stream stops quietly AT the
     limit (the view would see it truncated), so one byte more than allowed is read: if it
     arrives, the body is too large."""
-    limit = current_app.config["EMBED_MAX_BODY"]
+    limit = limit or current_app.config["EMBED_MAX_BODY"]
     if request.content_length is not None and request.content_length > limit:
         abort(413)
     request.max_content_length = limit + 1
@@ -151,7 +151,7 @@ def _parent_origin(site: Site) -> str | None:
     return origin if site.allows_origin(origin) else None
 
 
-def _form_data() -> MultiDict[str, str]:
+def _form_data(limit: int | None = None) -> MultiDict[str, str]:
     if request.is_json:
         data = _json_body()
         out: MultiDict[str, str] = MultiDict()
@@ -163,7 +163,7 @@ def _form_data() -> MultiDict[str, str]:
                 abort(400, f"{key} has the wrong type.")
             out[key] = str(value)
         return out
-    _bounded_body()
+    _bounded_body(limit)
     return request.form
 
 
@@ -192,8 +192,8 @@ _URLSAFE = re.compile(r"^[A-Za-z0-9_.-]+$")  # itsdangerous URL-safe tokens: not
 def _blank_prompt_page(p: prompts.Prompt, token: str, parent: str | None) -> str:
     m = p.moment
     key = (m.id, m.question, tuple(sorted((m.questions or {}).items())), m.scale,
-           m.comment_enabled, p.site.name, p.site.logo_key, p.site.accent_color,
-           g.get("locale"), parent)
+           m.comment_enabled, m.voice_enabled, p.site.name, p.site.logo_key,
+           p.site.accent_color, g.get("locale"), parent)
     branding.allow_style(p.site)  # the cached page's <style> still needs this response's CSP
     cache: dict[tuple[Any, ...], str] = current_app.extensions.setdefault(
         "closeloop.prompt_pages", {})
@@ -312,7 +312,8 @@ def prompt(token: str) -> ResponseReturnValue:
 
 @limiter.limit(lambda: current_app.config["LIMIT_SUBMIT"])
 def _prompt(token: str) -> ResponseReturnValue:
-    """Answer a prompt: POST of the form or JSON."""
+    """Answer a prompt: POST of the form or JSON; with a voice note, multipart/form-data
+    whose `voice` part is the recording (voice.js asks for JSON back)."""
     checked = _verify_or_error(token)
     if isinstance(checked, Response):
         return checked
@@ -321,8 +322,19 @@ def _prompt(token: str) -> ResponseReturnValue:
     cfg = current_app.config
     scale = SCALES[p.moment.scale]
     parent = _parent_origin(p.site)
-    as_json = request.is_json
-    form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], _form_data())
+    as_json = request.is_json or (request.mimetype == "multipart/form-data"
+                                  and _accepts_json())
+    # Only a moment that takes voice notes takes a body big enough for one.
+    with_voice = p.moment.voice_enabled and request.mimetype == "multipart/form-data"
+    limit = cfg["VOICE_MAX_BYTES"] + cfg["EMBED_MAX_BODY"] if with_voice else None
+    try:
+        formdata = _form_data(limit)
+    except RequestEntityTooLarge:
+        if not with_voice:
+            raise
+        return _voice_refused(p, token, parent, as_json, 413, "too_large",
+                              str(_VOICE_TOO_LARGE))
+    form = PromptForm.for_scale(scale, cfg["COMMENT_MAX_CHARS"], formdata)
 
     if form.website.data:  # honeypot: look successful, store nothing
         if as_json:
@@ -340,8 +352,16 @@ def _prompt(token: str) -> ResponseReturnValue:
         page = render_template("embed/prompt.html", p=p, form=form, scale=scale, token=token,
                                parent=parent, confirm=False)
         return page, 400
+    upload = request.files.get("voice") if request.mimetype == "multipart/form-data" else None
+    note = None
+    if upload is not None and not responses.answered(p):  # a repeat's upload is not read
+        staged = _stage_voice(p, token, upload.stream.read())
+        if isinstance(staged, tuple):
+            return _voice_refused(p, token, parent, as_json, *staged)
+        note = staged
     try:
-        answer, created, amended = responses.record(p, form.rating.data, form.comment.data)
+        answer, created, amended = responses.record(p, form.rating.data, form.comment.data,
+                                                    voice=note)
     except InvalidAnswer as exc:
         abort(400, str(exc))
 
@@ -352,10 +372,67 @@ def _prompt(token: str) -> ResponseReturnValue:
     thanks = url_for("embed.thanks", public_id=answer.public_id, o=parent)
     if as_json:
         resp = jsonify(id=answer.public_id, segment=answer.segment, created=created,
-                       thank_you_url=public_url("embed.thanks", public_id=answer.public_id))
+                       thank_you_url=public_url("embed.thanks", public_id=answer.public_id),
+                       next=thanks)
         resp.status_code = 201 if created else 200
         return resp
     return redirect(thanks, 303)
+
+
+def _accepts_json() -> bool:
+    """voice.js's multipart POST asks for JSON (the next page, or why not); a plain form
+    post gets pages."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+_VOICE_TOO_LARGE = _l("This voice note is too large. Please record a shorter one (up to one "
+                      "minute) or send your answer without it.")
+_VOICE_OFF = _l("This question does not take voice notes. Please send your answer without "
+                "one.")
+_VOICE_QUOTA = _l("Too many voice notes were sent from here. Please try again later, or send "
+                  "your answer without one.")
+_VOICE_UNAVAILABLE = _l("We could not save your voice note just now. Please try again in a "
+                        "moment, or send your answer without it.")
+
+
+def _stage_voice(p: prompts.Prompt, token: str,
+                 data: bytes) -> VoiceNote | tuple[int, str, str, int]:
+    """The upload judged, stored and recorded unclaimed (app/voice.py), or why not:
+    (status, code, customer-facing message, Retry-After). Counts against the voice quotas
+    first."""
+    from .. import audio, voice
+
+    if not p.moment.voice_enabled:
+        return 400, "voice_disabled", str(_VOICE_OFF), 0
+    wait = voice.quota_wait(client_address(), token)
+    if wait:
+        return 429, "too_many", str(_VOICE_QUOTA), wait
+    try:
+        return voice.stage(p.site.id, data)
+    except audio.AudioRejected as exc:
+        return 400, getattr(exc, "code", "voice_refused"), str(exc.message), 0
+    except voice.StorageUnavailable:
+        return 503, "unavailable", str(_VOICE_UNAVAILABLE), 30
+
+
+def _voice_refused(p: prompts.Prompt, token: str, parent: str | None, as_json: bool,
+                   status: int, code: str, message: str, retry_after: int = 0) -> Response:
+    """The answer with a voice note that was not taken: JSON for voice.js, else the form again
+    with the reason (nothing was stored)."""
+    if as_json:
+        resp = jsonify(error=code, message=message, fields={"voice": [message]})
+    else:
+        scale = SCALES[p.moment.scale]
+        form = PromptForm.for_scale(scale, current_app.config["COMMENT_MAX_CHARS"],
+                                    request.form if status != 413 else None)
+        resp = make_response(render_template("embed/prompt.html", p=p, form=form, scale=scale,
+                                             token=token, parent=parent, confirm=False,
+                                             voice_error=message))
+    resp.status_code = status
+    if retry_after:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 # Why a comment on an answer that already exists was not stored (responses._amend).

@@ -10,7 +10,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, select
 
-from .. import jobs, metrics
+from .. import jobs, metrics, voice
 from ..extensions import db
 from ..models import (
     Case,
@@ -107,7 +107,8 @@ def weekly_digest(now: str | datetime | None = None) -> int:
 
 @jobs.task("purge", cron="30 3 * * *")
 def purge(now: str | datetime | None = None) -> dict[str, int]:
-    """Delete answers (with their cases, events and emails), impressions, emails, finished
+    """Delete answers (with their cases, events, emails and voice notes, whose audio is deleted
+    from storage first), impressions, emails, finished
     outbox rows and webhook deliveries older than RETENTION_DAYS (0 keeps everything); and,
     whatever RETENTION_DAYS says, SMS short links whose prompt has expired."""
     from ..models import ShortLink
@@ -120,6 +121,10 @@ def purge(now: str | datetime | None = None) -> dict[str, int]:
     if days <= 0:
         return out
     cutoff = _now(now) - timedelta(days=days)
+    # The audio of the answers that go leaves storage first: their voice_notes rows, which
+    # hold the keys, only go (by cascade) once that worked.
+    out["voice_notes"] = voice.delete_audio_of(select(Response.id).where(
+        Response.created_at < cutoff))
     # Children go by ON DELETE CASCADE (SQLite enforces it: PRAGMA foreign_keys=ON).
     for name, stmt in (
         ("responses", delete(Response).where(Response.created_at < cutoff)),

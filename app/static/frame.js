@@ -39,6 +39,8 @@
   var form = document.querySelector("form");
   if (form && !form.querySelector("textarea")) {
     form.addEventListener("change", function (e) {
+      // Not while a voice note may still be recorded (voice.js shows its controls).
+      if (form.querySelector("[data-voice]:not([hidden])")) return;
       if (e.target.name === "rating") form.requestSubmit ? form.requestSubmit() : form.submit();
     });
   }

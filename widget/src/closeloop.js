@@ -34,6 +34,7 @@
       box.style.cssText = st + "right:8px;bottom:8px;width:380px;max-width:calc(100vw - 16px);background:#fff;border-radius:12px;box-shadow:0 6px 28px rgba(0,0,0,.25);overflow:hidden";
       frame = d.createElement("iframe");
       frame.title = l.title || "Feedback";
+      frame.allow = "microphone";  // the prompt's voice note (only when the shop's page may)
       frame.src = url + (url.indexOf("?") < 0 ? "?" : "&") + "o=" + encodeURIComponent(location.origin);
       frame.style.cssText = "display:block;border:0;width:100%;height:200px";
       b.type = "button";
