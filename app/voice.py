@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from limits import parse as parse_limit
@@ -98,12 +99,6 @@ def discard(note: VoiceNote) -> None:
     db.session.commit()
 
 
-def _unclaimed_before(cutoff: datetime) -> Select[tuple[int, str]]:
-    return (select(VoiceNote.id, VoiceNote.storage_key)
-            .where(VoiceNote.claimed_at.is_(None), VoiceNote.created_at < cutoff)
-            .order_by(VoiceNote.created_at).limit(SWEEP_BATCH))
-
-
 def _now(now: str | datetime | None) -> datetime:
     if isinstance(now, str):
         return datetime.fromisoformat(now)
@@ -119,7 +114,10 @@ def sweep(now: str | datetime | None = None) -> int:
     store = storage.storage()
     gone = 0
     while True:
-        rows = db.session.execute(_unclaimed_before(cutoff)).all()
+        rows = db.session.execute(
+            select(VoiceNote.id, VoiceNote.storage_key)
+            .where(VoiceNote.claimed_at.is_(None), VoiceNote.created_at < cutoff)
+            .order_by(VoiceNote.created_at).limit(SWEEP_BATCH)).all()
         for note_id, key in rows:
             try:
                 store.delete(key)
@@ -135,7 +133,7 @@ def sweep(now: str | datetime | None = None) -> int:
             return gone
 
 
-def delete_audio_of(answers: Select[tuple[int]]) -> int:
+def delete_audio_of(answers: Select[Any]) -> int:
     """Delete from storage the audio of the answers `answers` selects (their ids), before the
     caller deletes the rows; returns how many objects. A storage failure raises, so the rows
     (and with them the keys) stay for the next run."""

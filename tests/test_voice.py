@@ -6,9 +6,9 @@ audio; staff of the site (and no one else) play it back with ranges."""
 from __future__ import annotations
 
 import io
-from html import unescape as html_unescape
 from datetime import timedelta
 from functools import cache
+from html import unescape as html_unescape
 from pathlib import Path
 
 import pytest
@@ -262,7 +262,8 @@ def test_quotas_apply_to_uploads_only(make_app, tmp_path):
     assert "Too many voice notes" in r.get_data(as_text=True)
     assert counts(app) == (0, 0)
     other = public_prompt(client, site, "checkout")
-    assert post(client, other, speech_webm()).status_code == 303  # the fourth upload from the address (the refused ones count)
+    # The fourth upload from the address (the refused ones count too).
+    assert post(client, other, speech_webm()).status_code == 303
     third = public_prompt(client, site, "checkout")
     j = post(client, third, speech_webm(), as_json=True)
     assert j.status_code == 429 and j.json["error"] == "too_many"
@@ -354,7 +355,8 @@ def test_staff_playback(make_app, tmp_path, db_kind):
         assert r.status_code == 200 and r.data == audio, role
         assert r.headers["X-Content-Type-Options"] == "nosniff"
         assert r.headers["Content-Type"].startswith("audio/webm")
-        assert r.headers["Content-Disposition"] == f'inline; filename="voice-note-case-{case_id}.webm"'
+        assert r.headers["Content-Disposition"] == \
+            f'inline; filename="voice-note-case-{case_id}.webm"'
         assert r.headers["Accept-Ranges"] == "bytes"
     part = staff.get(url, headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.data == audio[100:200]
