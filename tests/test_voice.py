@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.extensions import db
-from app.models import Case, Moment, Response, VoiceNote
+from app.models import Case, Moment, Response, VoiceNote, utcnow
 
 from .conftest import make_site, public_prompt
 from .test_inbox import PASSWORD, member
+from .test_storage import aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 HTML = b"<!doctype html><html><body><script>alert(1)</script></body></html>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect width="9"/></svg>'
@@ -395,3 +396,67 @@ def test_prompt_page_voice_controls(make_app, tmp_path):
     assert "data-voice" not in off and "voice.js" not in off
     confirm = client.get(public_prompt(client, site, "checkout") + "?rating=4")
     assert "data-voice" not in confirm.get_data(as_text=True)
+
+
+def test_racing_duplicate_deletes_its_upload(make_app, tmp_path, db_kind):
+    """The second of two simultaneous submissions (both past the "already answered?" check,
+    both uploads stored) loses on the submission id: its object and row are deleted at once,
+    the first answer keeps its one note."""
+    from app import prompts, responses, voice
+
+    app, site, media = voice_app(make_app, tmp_path, db_kind)
+    client = app.test_client()
+    path = public_prompt(client, site, "checkout")
+    assert post(client, path, speech_webm()).status_code == 303
+    with app.test_request_context():
+        p = prompts.verify(path.removeprefix("/p/"))
+        note = voice.stage(site.id, speech_webm())
+        assert len(files(media)) == 2
+        recorded = responses.record(p, 4, None, voice=note)
+        assert recorded.created is False
+        answer_id, lost_id = recorded.response.id, note.id
+    assert counts(app) == (1, 1) and len(files(media)) == 1
+    with app.app_context():
+        kept = db.session.scalars(select(VoiceNote)).one()
+        assert kept.response_id == answer_id and kept.id != lost_id
+
+
+def test_voice_notes_on_s3(make_app, aws_env, moto_endpoint):  # noqa: F811 - fixtures
+    """The same path on a real S3-compatible server (moto's server mode): stored with the
+    answer, played back with a range, a repeat stores nothing, the purge deletes it."""
+    import boto3
+
+    from app.loop import cron
+
+    from .test_storage import _bucket
+
+    bucket = _bucket(moto_endpoint)
+    app = make_app(STORAGE_URL=f"s3://{bucket}/voice-test", S3_ENDPOINT_URL=moto_endpoint,
+                   S3_REGION="us-east-1", RETENTION_DAYS=1)
+    site = make_site(app, name="Voice shop")
+    with app.app_context():
+        db.session.execute(update(Moment).where(Moment.site_id == site.id).values(
+            voice_enabled=True))
+        db.session.commit()
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+    def objects() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+    client = app.test_client()
+    path = public_prompt(client, site, "checkout")
+    audio = speech_webm()
+    assert post(client, path, audio).status_code == 303
+    assert post(client, path, audio).status_code == 303
+    keys = objects()
+    with app.app_context():
+        note = db.session.scalars(select(VoiceNote)).one()
+        case_id = db.session.scalar(select(Case.id))
+    assert keys == [f"voice-test/{note.storage_key}"]
+    member(app, "lead@voice.example", site, "lead")
+    staff = _signed_in(app, "lead@voice.example")
+    part = staff.get(f"/admin/cases/{case_id}/voice", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.data == audio[:10]
+    with app.app_context():
+        assert cron.purge(utcnow() + timedelta(days=2))["voice_notes"] == 1
+    assert objects() == [] and counts(app) == (0, 0)
