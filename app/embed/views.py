@@ -353,9 +353,11 @@ def _prompt(token: str) -> ResponseReturnValue:
                                parent=parent, confirm=False)
         return page, 400
     upload = request.files.get("voice") if request.mimetype == "multipart/form-data" else None
+    # An empty part is an empty file field: no voice note, as with no part at all.
+    audio_bytes = upload.stream.read() if upload is not None else b""
     note = None
-    if upload is not None and not responses.answered(p):  # a repeat's upload is not read
-        staged = _stage_voice(p, token, upload.stream.read())
+    if audio_bytes and not responses.answered(p):  # a repeat's upload is not judged again
+        staged = _stage_voice(p, token, audio_bytes)
         if isinstance(staged, tuple):
             return _voice_refused(p, token, parent, as_json, *staged)
         note = staged
