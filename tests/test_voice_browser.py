@@ -142,7 +142,7 @@ def test_recorder_states_in_every_locale(make_app, tmp_path):
             player.wait_for(state="visible", timeout=TIMEOUT)
             assert box.get_attribute("data-state") == "recorded"
             assert page.evaluate("document.activeElement.tagName") == "AUDIO"
-            assert box.locator("[data-status]").inner_text().strip()
+            assert box.locator("[data-status]").text_content().strip()
             # The card (question, scale, comment, recorder, Send) fits one phone screen.
             height = page.evaluate("document.body.getBoundingClientRect().height")
             assert height <= 740, height
@@ -216,6 +216,9 @@ def test_spoken_refund_end_to_end(make_app, tmp_path, redis_url, host, caplog): 
         frame.locator("audio[data-player]").wait_for(state="visible", timeout=TIMEOUT)
         frame.get_by_role("button", name="Record again").wait_for(timeout=TIMEOUT)
         frame.get_by_role("button", name="Delete").wait_for(timeout=TIMEOUT)
+        # The slide-in (380 px, at most 560 px high) holds the recorded state unscrolled.
+        inner = frame.locator("body").evaluate("b => b.getBoundingClientRect().height")
+        assert inner <= 560, inner
         frame.locator("label[for=rating-3]").click()  # 4 of 5: not a negative rating
         with page.expect_response(lambda r: "/p/" in r.url and r.request.method == "POST",
                                   timeout=TIMEOUT) as sent:
