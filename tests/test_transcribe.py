@@ -5,6 +5,7 @@ TRANSCRIPT_WAIT_SECONDS, and not at all when no engine serves the answer's langu
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -348,8 +349,8 @@ def test_undecodable_stored_audio_fails_without_retry(make_app, redis_url, spoke
 
 
 def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> None:
-    """Staff searching "refund" find the answer that only said it; the weekly digest quotes
-    it (inline jobs: no Redis)."""
+    """Staff searching "refund" find the answer that only said it, the CSV export has its
+    transcript, the weekly digest quotes it (inline jobs: no Redis)."""
     from datetime import UTC, datetime
 
     from app import metrics
@@ -367,6 +368,10 @@ def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> 
         case_id = db.session.scalar(select(Case.id).where(Case.response_id == rid))
     assert ids_on(lead.get("/admin/?q=REFUND").get_data(as_text=True)) == [case_id]
     assert len(ids_on(lead.get("/admin/?q=courier").get_data(as_text=True))) == 1
+    rows = list(csv.DictReader(io.StringIO(lead.get("/admin/export.csv").get_data(
+        as_text=True))))
+    assert [r["transcript"] for r in rows if r["case"] == str(case_id)] == [
+        state(app, rid)["transcript"]]
     with app.app_context():
         samples = metrics.sample_comments(site.id, datetime(2000, 1, 1, tzinfo=UTC),
                                           datetime(2100, 1, 1, tzinfo=UTC))

@@ -548,9 +548,8 @@ def inbox_bulk() -> BaseResponse | tuple[str, int]:
 # -- CSV export -----------------------------------------------------------------------------
 
 CSV_COLUMNS = ("case", "created_at", "site", "moment", "channel", "scale", "rating", "segment",
-               "comment", "skus", "order", "customer", "verified", "team", "assignee", "priority",
-               "status",
-               "next_due_at", "sla")
+               "comment", "transcript", "skus", "order", "customer", "verified", "team",
+               "assignee", "priority", "status", "next_due_at", "sla")
 
 
 def neutralise(value: Any) -> Any:
@@ -570,15 +569,18 @@ def csv_line(values: list[Any]) -> str:
 def export_rows(f: Filters, now: datetime, batch: int = 500) -> Iterator[str]:
     """The CSV of the filter, line by line; rows come from the database `batch` at a time."""
     yield csv_line(list(CSV_COLUMNS))
-    stmt = query(f, now, "export.csv").execution_options(yield_per=batch)
-    for c, r, moment, site_name, assignee, _key in db.session.execute(stmt):
+    transcript = (select(VoiceNote.transcript).where(VoiceNote.response_id == Answer.id)
+                  .scalar_subquery())
+    stmt = query(f, now, "export.csv").add_columns(transcript).execution_options(
+        yield_per=batch)
+    for c, r, moment, site_name, assignee, _key, said in db.session.execute(stmt):
         due = next((d for done, d in ((c.acknowledged_at, c.ack_due_at),
                                       (c.followed_up_at, c.followup_due_at),
                                       (c.closed_at, c.close_due_at))
                     if done is None and d is not None), None)
         yield csv_line([
             c.id, c.created_at.isoformat(), site_name, moment, r.channel, r.scale, r.rating,
-            r.segment, r.comment or "", " ".join(r.skus), r.order_ref or "",
+            r.segment, r.comment or "", said or "", " ".join(r.skus), r.order_ref or "",
             r.customer_ref or "", "yes" if r.verified else "no", c.team or "", assignee or "",
             c.priority, c.status, due.isoformat() if due else "", sla_state(c, now)[1]])
 
