@@ -125,8 +125,8 @@ class HttpEngine:
         separator = "&" if urlsplit(self.url).query else "?"
         deadline = time.monotonic() + self.timeout
         try:
-            with urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(
-                    connect=self.timeout, read=self.timeout)) as pool:
+            with urllib3.PoolManager(retries=False,
+                                     timeout=urllib3.Timeout(total=self.timeout)) as pool:
                 reply = pool.request("POST", self.url + separator + urlencode({"lang": lang}),
                                      body=_wav(pcm16k), headers=headers, redirect=False,
                                      preload_content=False)
@@ -271,6 +271,13 @@ def transcribe_note(note_id: int) -> str:
     if engine is None:
         return _settle(note, lang, None, None, NOT_TRANSCRIBED)
     key, attempts = note.storage_key, claimed.attempts
+    max_attempts = int(current_app.config["TRANSCRIBE_MAX_ATTEMPTS"])
+    if attempts >= max_attempts:
+        # as many runs before this one died without an outcome (killed at JOBS_TIMEOUT, a
+        # lost horse): the note would stay "pending" for ever
+        log.warning("voice note %s: %d attempts ended without an outcome, giving up", note_id,
+                    attempts)
+        return _settle(note, lang, engine.name, None, FAILED)
     session.commit()  # hold no lock while the engine works (seconds)
     started = time.monotonic()
     try:
@@ -281,7 +288,7 @@ def transcribe_note(note_id: int) -> str:
         log.warning("voice note %s cannot be transcribed: %r", note_id, exc)
         return _settle(session.get(VoiceNote, note_id), lang, engine.name, None, FAILED)
     except Exception as exc:  # noqa: BLE001 - engine and storage errors: retried by the sweep
-        if attempts + 1 >= int(current_app.config["TRANSCRIBE_MAX_ATTEMPTS"]):
+        if attempts + 1 >= max_attempts:
             log.warning("voice note %s: %s failed %d times, giving up: %r", note_id,
                         engine.name, attempts + 1, exc)
             return _settle(session.get(VoiceNote, note_id), lang, engine.name, None, FAILED)

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import transcribe
 from app.audio import inspect_audio, pcm16k
@@ -329,6 +329,22 @@ def test_failing_engine_gives_up_and_releases_routing(make_app, redis_url, clock
     with app.app_context():
         assert db.session.scalar(select(Outbox.done_at).where(
             Outbox.topic == transcribe.TOPIC)) is not None
+
+
+def test_runs_that_died_count_as_failed_attempts(make_app, redis_url, spoken) -> None:
+    """Runs killed before they stored an outcome (JOBS_TIMEOUT, a lost work horse) still count:
+    the next run after TRANSCRIBE_MAX_ATTEMPTS dispatches gives up instead of leaving the note
+    pending for ever, and routing goes on."""
+    app = make_app("sqlite", REDIS_URL=redis_url, TRANSCRIBE_MAX_ATTEMPTS=2)
+    site = make_site(app)
+    rid = answer_with_voice(app, app.test_client(), site, 4, spoken)
+    with app.app_context():  # as the sweep leaves it after two dispatches that never returned
+        db.session.execute(update(Outbox).where(Outbox.topic == transcribe.TOPIC)
+                           .values(attempts=2))
+        db.session.commit()
+    run_worker(app)
+    got = state(app, rid)
+    assert (got["status"], got["engine"], got["routed"]) == ("failed", "pocketsphinx", True)
 
 
 def test_undecodable_stored_audio_fails_without_retry(make_app, redis_url, spoken) -> None:
