@@ -34,6 +34,9 @@ DURATION_TOLERANCE_SECONDS = 0.5
 # decode to within this of it; less means packets are missing.
 DECLARED_SLACK_SECONDS = 0.5
 MAX_CHANNELS = 2
+# A minute of MediaRecorder's WebM/Opus has ~3,000 blocks and ~60 clusters; a file of tiny
+# elements made to keep the structure walk busy is refused at this many.
+MAX_EBML_ELEMENTS = 100_000
 
 
 class AudioRejected(ValueError):
@@ -215,8 +218,11 @@ def _check_ebml(data: bytes) -> _Kind:
             doctype = data[child_start:child_end].rstrip(b"\0")
     if doctype not in (b"webm", b"matroska"):
         raise _not_audio()
-    pos, segments = head_end, 0
+    pos, segments, count = head_end, 0, 0
     while pos < len(data):
+        count += 1
+        if count > MAX_EBML_ELEMENTS:  # a walk of millions of 2-byte elements costs seconds
+            raise _damaged()
         element_id, pos, _ = _ebml_vint(data, pos, is_id=True)
         size, pos, unknown_size = _ebml_vint(data, pos, is_id=False)
         if element_id in (_MKV_SEGMENT, _MKV_CLUSTER):

@@ -12,7 +12,14 @@ import av
 import pytest
 from flask_babel import force_locale
 
-from app.audio import AudioInfo, AudioRejected, _ebml_vint, inspect_audio, pcm16k
+from app.audio import (
+    AudioInfo,
+    AudioRejected,
+    _check_ebml,
+    _ebml_vint,
+    inspect_audio,
+    pcm16k,
+)
 
 from .audio_samples import encode, mediarecorder_webm, speak, tone_wav, video_mp4, wav_seconds
 
@@ -171,6 +178,17 @@ def test_wav_header_with_garbage_is_refused() -> None:
     wav = tone_wav(1.0)
     lying = wav[:40] + struct.pack("<I", 10 * len(wav)) + wav[44:]  # the data chunk's size
     assert refused(lying).code == "damaged"
+
+
+def test_a_flood_of_tiny_elements_is_refused(samples) -> None:
+    """A WebM of a million empty Void elements is refused before the walk costs seconds."""
+    data = samples["mediarecorder"]
+    header_end = 4 + 1 + (data[4] & 0x7F)  # the EBML header, its size in one byte
+    flood = data[:header_end] + b"\x18\x53\x80\x67\x01" + b"\xff" * 7 + b"\xec\x80" * 10**6
+    with pytest.raises(AudioRejected):  # by the structure walk itself, not only by FFmpeg
+        _check_ebml(flood)
+    assert refused(flood).code == "damaged"
+    _check_ebml(data)  # a real recording is far below the bound
 
 
 def test_video_is_refused() -> None:
