@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from sqlalchemy import func, select, update
 
 from app import transcribe
@@ -366,12 +367,13 @@ def test_undecodable_stored_audio_fails_without_retry(make_app, redis_url, spoke
 
 def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> None:
     """Staff searching "refund" find the answer that only said it, the CSV export has its
-    transcript, the weekly digest quotes it (inline jobs: no Redis)."""
+    transcript, the rules preview matches it, the weekly digest quotes it (inline jobs)."""
     from datetime import UTC, datetime
 
     from app import metrics
 
     from .test_inbox import ids_on, member, signed_in
+    from .test_settings_loop import form_post, preview_rows
 
     app = make_app(db_kind)
     site = make_site(app, name="Own shop")
@@ -388,6 +390,14 @@ def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> 
         as_text=True))))
     assert [r["transcript"] for r in rows if r["case"] == str(case_id)] == [
         state(app, rid)["transcript"]]
+    # the rules page's preview decides as the routing job does: on the transcript too
+    proposed = [{"name": "Spoken refunds", "conditions": {"keywords": ["refund"]},
+                 "actions": {"priority": "critical", "team": "support"}}]
+    preview = form_post(lead, f"/admin/sites/{site.id}/settings/rules",
+                        rules=yaml.safe_dump({"rules": proposed}), action="preview")
+    assert preview.status_code == 200
+    assert [r["Matched"] for r in preview_rows(preview.get_data(as_text=True))] == [
+        "none: defaults", "Spoken refunds"]
     with app.app_context():
         samples = metrics.sample_comments(site.id, datetime(2000, 1, 1, tzinfo=UTC),
                                           datetime(2100, 1, 1, tzinfo=UTC))

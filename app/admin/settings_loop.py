@@ -22,7 +22,16 @@ from .. import audit
 from ..extensions import db
 from ..loop import alerts, mail, routing
 from ..loop import rules as rules_mod
-from ..models import Case, Moment, Response, Site, SiteMembership, StaffUser, Team
+from ..models import (
+    Case,
+    Moment,
+    Response,
+    Site,
+    SiteMembership,
+    StaffUser,
+    Team,
+    VoiceNote,
+)
 from . import bp
 from .permissions import requires, scoped
 
@@ -204,14 +213,17 @@ def preview(site: Site, proposed: list[dict[str, Any]], limit: int = PREVIEW_ANS
     """The site's last `limit` answers (newest first) with routing.decide's verdict under the
     proposed rules; reads only, saves nothing."""
     rows = db.session.execute(scoped(
-        select(Response, Moment, Case).join(Moment, Moment.id == Response.moment_id)
+        select(Response, Moment, Case, VoiceNote.transcript)
+        .join(Moment, Moment.id == Response.moment_id)
         .outerjoin(Case, Case.response_id == Response.id)
+        .outerjoin(VoiceNote, VoiceNote.response_id == Response.id)
         .where(Response.site_id == site.id)
         .order_by(Response.created_at.desc(), Response.id.desc()).limit(limit),
         Response.site_id, "rules.manage")).all()
     out = []
-    for answer, moment, case in rows:
-        route = routing.decide(answer, moment, site, rules=proposed)
+    for answer, moment, case, transcript in rows:
+        # as the routing job decides: on the comment and the voice note's transcript
+        route = routing.decide(answer, moment, site, rules=proposed, transcript=transcript)
         start = answer.created_at
         sla = {name: round((due - start).total_seconds() / 3600) for name, due in (
             ("ack", route.ack_due_at), ("follow-up", route.followup_due_at),
