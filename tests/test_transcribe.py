@@ -23,12 +23,12 @@ import yaml
 from sqlalchemy import func, select, update
 
 from app import transcribe
-from app.audio import inspect_audio, pcm16k
+from app.audio import pcm16k
 from app.extensions import db
 from app.jobs.outbox import sweep
-from app.models import Case, CaseEvent, Outbox, Response, Team, VoiceNote
+from app.models import Case, CaseEvent, Moment, Outbox, Response, Site, Team, VoiceNote
 from app.responses import ROUTE_TOPIC
-from app.storage import new_key, storage
+from app.storage import storage
 from app.transcribe import HttpEngine, PocketsphinxEngine, TranscriptionError
 
 from .audio_samples import SENTENCE, encode, speak
@@ -178,26 +178,31 @@ def answer(client, site, rating: int, comment: str | None = None, locale: str = 
         return db.session.scalar(select(func.max(Response.id)))
 
 
-def answer_with_voice(app, client, site, rating: int, audio: bytes, locale: str = "en") -> int:
-    """An answer with a voice note, claimed as the answer path does: the note row with its
-    stored audio, has_voice, and enqueue_for — before any worker has run the answer's routing.
-    """
-    rid = answer(client, site, rating, locale=locale)
+def voice_site(app, **kw: Any) -> Site:
+    """A site whose checkout moment takes voice notes (set before any request caches it)."""
+    site = make_site(app, **kw)
     with app.app_context():
-        info = inspect_audio(audio, max_bytes=app.config["VOICE_MAX_BYTES"],
-                             max_seconds=app.config["VOICE_MAX_SECONDS"])
-        key = new_key("voice", info.ext)
-        storage().put(key, audio, info.content_type)
-        response = db.session.get(Response, rid)
-        response.has_voice = True
-        note = VoiceNote(site_id=site.id, response_id=rid, storage_key=key,
-                         content_type=info.content_type, size_bytes=info.size_bytes,
-                         duration_ms=info.duration_ms, claimed_at=response.created_at)
-        db.session.add(note)
-        db.session.flush()
-        transcribe.enqueue_for(note)
+        db.session.execute(update(Moment).where(Moment.site_id == site.id,
+                                                Moment.key == "checkout")
+                           .values(voice_enabled=True))
         db.session.commit()
-    return rid
+    return site
+
+
+def answer_with_voice(app, client, site, rating: int, audio: bytes, locale: str = "en") -> int:
+    """An answer with a voice note through the real prompt form (one multipart POST, as
+    voice.js sends it): the answer path stores the note and calls enqueue_for in the answer's
+    transaction; no worker has run anything yet."""
+    from .test_voice import post
+
+    token = verified_token(site, moment="checkout", channel="email", customer="c-1",
+                           order=uuid.uuid4().hex[:12], locale=locale)
+    resp = post(client, f"/p/{token}", audio, rating=str(rating))
+    assert resp.status_code == 303, resp.get_data(as_text=True)
+    with app.app_context():
+        rid = db.session.scalar(select(func.max(Response.id)))
+        assert db.session.get(Response, rid).has_voice
+        return rid
 
 
 def state(app, rid: int) -> dict[str, Any]:
@@ -225,7 +230,7 @@ def test_spoken_refund_routes_like_a_typed_one(make_app, db_kind, redis_url, smt
     alert quoting the transcript — as the same words typed in the comment are."""
     port, box = smtp_server
     app = make_app(db_kind, REDIS_URL=redis_url, MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
-    site = make_site(app)
+    site = voice_site(app)
     _team_address(app, site)
     client = app.test_client()
     typed = answer(client, site, 4, SENTENCE)
@@ -256,7 +261,7 @@ def test_no_engine_for_the_language_routes_at_once(make_app, redis_url, spoken) 
     """Turkish with no HTTP engine configured: "not_transcribed" at once, no transcription
     job, and routing does not wait (no clock moved)."""
     app = make_app("sqlite", REDIS_URL=redis_url, TRANSCRIBE_HTTP_URL="")
-    site = make_site(app)
+    site = voice_site(app)
     rid = answer_with_voice(app, app.test_client(), site, 2, spoken, locale="tr")
     assert state(app, rid)["status"] == "not_transcribed"
     assert run_worker(app, ROUTE_TOPIC) == 1
@@ -275,7 +280,7 @@ def test_hanging_engine_routing_goes_on_after_the_wait(make_app, redis_url, cloc
     app = make_app("sqlite", REDIS_URL=redis_url, TRANSCRIBE_HTTP_URL=stt.url,
                    TRANSCRIBE_HTTP_TIMEOUT=0.5, TRANSCRIPT_WAIT_SECONDS=120,
                    TRANSCRIBE_MAX_ATTEMPTS=5)
-    site = make_site(app)
+    site = voice_site(app)
     rid = answer_with_voice(app, app.test_client(), site, 4, spoken, locale="tr")
     stt.replies = ["hang"]
     run_worker(app)  # routing defers itself, the transcription times out
@@ -315,7 +320,7 @@ def test_failing_engine_gives_up_and_releases_routing(make_app, redis_url, clock
     answer is routed then, without waiting for the deadline."""
     app = make_app("sqlite", REDIS_URL=redis_url, TRANSCRIBE_HTTP_URL=stt.url,
                    TRANSCRIBE_MAX_ATTEMPTS=2, TRANSCRIPT_WAIT_SECONDS=3600)
-    site = make_site(app)
+    site = voice_site(app)
     rid = answer_with_voice(app, app.test_client(), site, 4, spoken, locale="ru")
     stt.replies = [500, 500]
     run_worker(app)
@@ -337,7 +342,7 @@ def test_runs_that_died_count_as_failed_attempts(make_app, redis_url, spoken) ->
     the next run after TRANSCRIBE_MAX_ATTEMPTS dispatches gives up instead of leaving the note
     pending for ever, and routing goes on."""
     app = make_app("sqlite", REDIS_URL=redis_url, TRANSCRIBE_MAX_ATTEMPTS=2)
-    site = make_site(app)
+    site = voice_site(app)
     rid = answer_with_voice(app, app.test_client(), site, 4, spoken)
     with app.app_context():  # as the sweep leaves it after two dispatches that never returned
         db.session.execute(update(Outbox).where(Outbox.topic == transcribe.TOPIC)
@@ -352,7 +357,7 @@ def test_undecodable_stored_audio_fails_without_retry(make_app, redis_url, spoke
     """Audio that cannot be decoded any more (damaged in storage) fails at once: no retry
     would change it, and routing goes on."""
     app = make_app("sqlite", REDIS_URL=redis_url)
-    site = make_site(app)
+    site = voice_site(app)
     rid = answer_with_voice(app, app.test_client(), site, 4, spoken)
     with app.app_context():
         key = db.session.scalar(select(VoiceNote.storage_key))
@@ -376,7 +381,7 @@ def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> 
     from .test_settings_loop import form_post, preview_rows
 
     app = make_app(db_kind)
-    site = make_site(app, name="Own shop")
+    site = voice_site(app, name="Own shop")
     rid = answer_with_voice(app, app.test_client(), site, 1, spoken)
     answer(app.test_client(), site, 2, "the courier was late")
     assert state(app, rid)["status"] == "done"
