@@ -274,3 +274,42 @@ def test_spoken_refund_end_to_end(make_app, tmp_path, redis_url, host, caplog): 
         page.close()
     logged = [r.getMessage() for r in caplog.records if audio_url in r.getMessage()]
     assert any(" 200 " in m or " 206 " in m for m in logged), logged
+
+
+def test_rating_waits_for_the_voice_note_without_comment_box(make_app, tmp_path):
+    """A moment without a comment box sends a rating as soon as it is tapped; with voice on
+    and a recorder shown it waits for Send, so the recording can go with it."""
+    from .test_browser import barrier
+
+    port = free_port()
+    app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   TRUSTED_HOSTS=["127.0.0.1", "localhost"],  # + the test client, for setup
+                   STORAGE_URL=f"file://{tmp_path / 'media'}")
+    site = make_site(app, name="Tea Shop")
+    voice_on(app, site)
+    with app.app_context():
+        db.session.execute(update(Moment).where(Moment.site_id == site.id,
+                                                Moment.key == "checkout")
+                           .values(comment_enabled=False))
+        db.session.commit()
+    client = app.test_client()
+    wav = mic_wav(tmp_path / "mic.wav")
+    with fake_mic_chromium(app, port, wav) as (browser, base):
+        page = browser.new_page()
+        page.goto(base + public_prompt(client, site, "checkout"))
+        page.locator("[data-voice]").wait_for(state="visible", timeout=TIMEOUT)
+        assert page.locator("textarea").count() == 0
+        page.locator("label[for=rating-4]").click()
+        barrier(page)  # a submission the tap caused would have been sent by now
+        with app.app_context():
+            assert db.session.scalars(select(Response)).all() == []
+        page.get_by_role("button", name="Record", exact=True).click()
+        page.locator("[data-elapsed]", has_text="0:02").wait_for(timeout=TIMEOUT)
+        page.get_by_role("button", name="Stop recording").click()
+        page.locator("audio[data-player]").wait_for(state="visible", timeout=TIMEOUT)
+        page.get_by_role("button", name="Send").click()
+        page.locator("h1[tabindex]").wait_for(timeout=TIMEOUT)
+        page.close()
+    with app.app_context():
+        answer = db.session.scalars(select(Response)).one()
+        assert answer.rating == 5 and answer.has_voice
