@@ -313,3 +313,35 @@ def test_rating_waits_for_the_voice_note_without_comment_box(make_app, tmp_path)
     with app.app_context():
         answer = db.session.scalars(select(Response)).one()
         assert answer.rating == 5 and answer.has_voice
+
+
+def test_recording_stops_at_the_limit(make_app, tmp_path):
+    """The recorder stops by itself at VOICE_MAX_SECONDS (here 2 s, shown as "/ 0:02"), says
+    why, and the server takes what it recorded."""
+    port = free_port()
+    app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                   TRUSTED_HOSTS=["127.0.0.1", "localhost"],  # + the test client, for setup
+                   STORAGE_URL=f"file://{tmp_path / 'media'}", VOICE_MAX_SECONDS=2)
+    site = make_site(app, name="Tea Shop")
+    voice_on(app, site)
+    client = app.test_client()
+    wav = mic_wav(tmp_path / "mic.wav")
+    with fake_mic_chromium(app, port, wav) as (browser, base):
+        page = browser.new_page()
+        page.goto(base + public_prompt(client, site, "checkout"))
+        box = page.locator("[data-voice]")
+        box.wait_for(state="visible", timeout=TIMEOUT)
+        assert "at most 0:02" in box.inner_text()
+        page.get_by_role("button", name="Record", exact=True).click()
+        assert box.locator("[data-of]").inner_text().strip() == "/ 0:02"
+        # No press on Stop: the player appears when the limit stopped the recording.
+        box.locator("[data-player]").wait_for(state="visible", timeout=TIMEOUT)
+        assert box.locator("[data-elapsed]").inner_text() == "0:02"
+        assert "stopped at the limit of 0:02" in box.locator("[data-status]").text_content()
+        page.locator("label[for=rating-1]").click()
+        page.get_by_role("button", name="Send").click()
+        page.locator("h1[tabindex]").wait_for(timeout=TIMEOUT)
+        page.close()
+    with app.app_context():
+        note = db.session.scalars(select(VoiceNote)).one()
+        assert 1500 <= note.duration_ms <= 2500 and note.response_id is not None
