@@ -404,6 +404,10 @@ def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> 
     assert [r["Matched"] for r in preview_rows(preview.get_data(as_text=True))] == [
         "none: defaults", "Spoken refunds"]
     with app.app_context():
+        from app.loop.notify import response_data
+
+        hooked = response_data(db.session.get(Response, rid), "checkout")
+        assert hooked["has_voice"] and hooked["transcript"] == state(app, rid)["transcript"]
         samples = metrics.sample_comments(site.id, datetime(2000, 1, 1, tzinfo=UTC),
                                           datetime(2100, 1, 1, tzinfo=UTC))
     spoken_samples = [s for s in samples if s.spoken]
