@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,12 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.models import Impression, Response
 
 from .conftest import free_port, make_site, need, verified_token
+from .live_server import serving, wsgi_server
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
@@ -59,25 +58,15 @@ def chromium_serving(app, port: int) -> Iterator[tuple[Any, str]]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         need("Playwright", False, "the playwright package is not installed")
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = wsgi_server(app, port)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=["--no-sandbox"])
         try:
-            for base in _serve(server):
+            with serving(server) as base:
                 yield browser, base
         finally:
             browser.close()
-
-
-def _serve(server) -> Iterator[str]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{server.server_address[0]}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
@@ -85,8 +74,7 @@ def live(make_app):
     """Closeloop on 127.0.0.1 (SQLite, jobs run after commit)."""
     port = free_port()  # links are built on PUBLIC_BASE_URL, and other hosts are refused
     app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    for url in _serve(server):
+    with serving(wsgi_server(app, port)) as url:
         yield app, url
 
 
@@ -107,8 +95,7 @@ def host() -> Iterator[tuple[dict[str, str], str]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-    for url in _serve(server):
+    with serving(ThreadingHTTPServer(("127.0.0.2", 0), Handler)) as url:
         yield pages, url
 
 

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import zlib
@@ -21,13 +20,13 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from app import signing
 from app.extensions import db
 from app.models import Case, Impression, Outbox, Response
 
 from .conftest import ORIGIN, free_port, public_prompt, verified_token
+from .live_server import serving, wsgi_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,14 +283,9 @@ def test_public_tokens_are_verified_before_decoding(app, client, site, monkeypat
 def live(app) -> Iterator[int]:
     """The app behind werkzeug's HTTP server on 127.0.0.1 (it de-chunks request bodies and
     sets wsgi.input_terminated, as gunicorn does); yields the port."""
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    server = wsgi_server(app)
+    with serving(server):
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture
