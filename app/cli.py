@@ -8,13 +8,13 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import sites as site_ops
 from . import staff as staff_ops
 from .admin import permissions
 from .extensions import db
-from .models import StaffUser, Team
+from .models import Moment, StaffUser, Team
 
 
 def _snippet(public_key: str, base: str) -> str:
@@ -330,6 +330,11 @@ def register(app: Flask) -> None:
             site = site_ops.create("Nordic Gear (demo)", list(origins),
                                    review_url="https://example.com/reviews/nordic-gear",
                                    support_contact="help@nordicgear.example", public_key=key)
+            # The tracking page's prompt offers a voice note, so the demo shows the recorder.
+            db.session.execute(update(Moment).where(Moment.site_id == site.id,
+                                                    Moment.key == "delivery")
+                               .values(voice_enabled=True))
+            db.session.commit()
         else:
             site.allowed_origins = sorted(set(site.allowed_origins) | set(origins))
             db.session.commit()

@@ -87,6 +87,9 @@ def test_demo_command_and_pages(app, client, runner):
     assert "Closeloop.show" not in client.get("/demo/chat").get_data(as_text=True)
     site = type("S", (), {"public_key": "pk_demo"})
     assert public_prompt(client, site, "post_chat", origin="http://localhost")
+    # The tracking page's moment takes voice notes: the demo shows the recorder.
+    delivery = client.get(public_prompt(client, site, "delivery", origin="http://localhost"))
+    assert "data-voice" in delivery.get_data(as_text=True)
     # Running it again keeps one demo site and resets the demo login.
     assert runner.invoke(args=["demo"]).exit_code == 0
     with app.app_context():
