@@ -367,6 +367,11 @@ def test_staff_playback(make_app, tmp_path, db_kind):
     with app.app_context():
         secs = (db.session.scalar(select(VoiceNote.duration_ms)) + 500) // 1000
     assert f"0:{secs:02d}" in page
+    with app.app_context():  # the transcript the job made (pocketsphinx), with its engine
+        note = db.session.scalars(select(VoiceNote)).one()
+    assert note.transcript_status == "done" and note.transcript
+    assert f"Transcript ({note.transcript_lang}, {note.transcript_engine})" in page
+    assert note.transcript in page
     assert staff.get(f"/admin/cases/{plain_id}/voice").status_code == 404
     assert "<audio" not in staff.get(f"/admin/cases/{plain_id}").get_data(as_text=True)
     member(app, "owner@other.example", other, "owner")
