@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from werkzeug.serving import make_server
 
 from app.extensions import db
 from app.models import Case, Moment, Response, VoiceNote
 
 from .conftest import free_port, make_site, need, public_prompt, run_worker
-from .test_browser import CHROMIUM, SHOTS, TIMEOUT, _serve, host, shop_page, sign_in  # noqa: F401
+from .live_server import serving, wsgi_server
+from .test_browser import CHROMIUM, SHOTS, TIMEOUT, host, shop_page, sign_in  # noqa: F401
 from .test_inbox import PASSWORD, member
 
 pytestmark = pytest.mark.browser
@@ -69,7 +69,7 @@ def fake_mic_chromium(app, port: int, wav: Path) -> Iterator[tuple[Any, str]]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         need("Playwright", False, "the playwright package is not installed")
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = wsgi_server(app, port)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -77,7 +77,7 @@ def fake_mic_chromium(app, port: int, wav: Path) -> Iterator[tuple[Any, str]]:
             f"--use-file-for-fake-audio-capture={wav}%noloop",
             "--autoplay-policy=no-user-gesture-required"])
         try:
-            for base in _serve(server):
+            with serving(server) as base:
                 yield browser, base
         finally:
             browser.close()
