@@ -13,8 +13,19 @@ from flask import Flask, current_app
 def _stacks_on_sigusr2() -> None:
     """`kill -USR2 <pid>` prints every thread's stack to stderr (the log) and goes on: how to
     see where a silent worker, work horse or cron process is (a forked horse inherits it)."""
-    if hasattr(signal, "SIGUSR2"):
-        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+    if not hasattr(signal, "SIGUSR2"):
+        return
+    # faulthandler writes to a file descriptor. A command run in-process (click's CliRunner,
+    # an embedding program) has a sys.stderr without one; the process's own stderr then.
+    for stream in (sys.stderr, sys.__stderr__):
+        if stream is None:  # started without a stderr at all
+            continue
+        try:
+            stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+            continue
+        faulthandler.register(signal.SIGUSR2, file=stream, all_threads=True)
+        return
 
 
 def register(app: Flask) -> None:
