@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import select, update
 
+from app.embed.views import _VOICE_OFF
 from app.extensions import db
 from app.models import Case, Moment, Response, VoiceNote
 
@@ -83,11 +85,12 @@ def fake_mic_chromium(app, port: int, wav: Path) -> Iterator[tuple[Any, str]]:
             browser.close()
 
 
-def voice_on(app, site) -> None:
+def voice_on(app, site, on: bool = True) -> None:
+    """Voice notes on (or off) for the site's checkout moment."""
     with app.app_context():
         db.session.execute(update(Moment).where(Moment.site_id == site.id,
                                                 Moment.key == "checkout")
-                           .values(voice_enabled=True))
+                           .values(voice_enabled=on))
         db.session.commit()
 
 
@@ -113,13 +116,16 @@ def shots(page, name: str) -> None:
 
 
 def test_recorder_states_in_every_locale(make_app, tmp_path):
-    """The prompt opened from a link, in en/tr/ru/et: idle, recording (the timer runs) and
-    recorded (player, record again, delete): axe finds nothing in any state, the phone
-    layout fits one screen, and delete brings the Record button back with focus on it."""
+    """The prompt opened from a link, in en/tr/ru/et: idle, recording (the timer runs),
+    recorded (player, record again, delete) and refused (voice notes were switched off
+    meanwhile: the server's reason in the page's language, the recording kept, Send usable
+    again): axe finds nothing in any state, the phone layout fits one screen, and delete
+    brings the Record button back with focus on it. Nothing was stored."""
     port = free_port()
     app = make_app(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                    TRUSTED_HOSTS=["127.0.0.1", "localhost"],  # + the test client, for setup
-                   STORAGE_URL=f"file://{tmp_path / 'media'}")
+                   STORAGE_URL=f"file://{tmp_path / 'media'}",
+                   SITE_CACHE_SECONDS=0)  # the moment switched off is seen at once
     site = make_site(app, name="Tea Shop")
     voice_on(app, site)
     client = app.test_client()
@@ -155,12 +161,27 @@ def test_recorder_states_in_every_locale(make_app, tmp_path):
             assert height <= 740, height
             axe_clean(page)
             shots(page, f"voice-recorded-{lang}")
+            voice_on(app, site, False)
+            page.locator("label[for=rating-1]").click()
+            send = page.locator("button[type=submit]")
+            send.click()
+            error = box.locator("[data-error]")
+            error.wait_for(state="visible", timeout=TIMEOUT)
+            with app.test_request_context(), force_locale(lang):
+                assert error.inner_text() == str(_VOICE_OFF)
+            assert player.is_visible() and send.is_enabled()
+            axe_clean(page)
+            shots(page, f"voice-refused-{lang}")
+            voice_on(app, site, True)
             box.locator("[data-act=delete]").click()
             record.wait_for(state="visible", timeout=TIMEOUT)
             assert page.evaluate("document.activeElement.dataset.act") == "record"
             assert player.is_hidden()
+            assert error.is_hidden()
             assert errors == []
             page.close()
+    with app.app_context():
+        assert db.session.scalars(select(Response)).all() == []
 
 
 def test_no_recorder_without_mediarecorder(make_app, tmp_path):
