@@ -8,7 +8,9 @@ import threading
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` refuses and drops every connection."""
+    """Forwards 127.0.0.1:<port> to a target; `cut()` refuses and drops every connection.
+    Either side closing closes the other (FIN both ways), and a quiet connection stays open
+    for as long as its peers keep it, as a plain TCP path would."""
 
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
@@ -32,11 +34,12 @@ class TcpProxy:
 
     def cut(self) -> None:
         """Close the port (connection refused) and drop open connections."""
-        if self._listener is not None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         with self._lock:
             for conn in self._conns:
                 with contextlib.suppress(OSError):
@@ -55,7 +58,14 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            # The 2 s was for connecting only: a quiet connection (an idle pooled one, or a
+            # query waiting on a lock) must stay open, as it would without the proxy.
+            upstream.settimeout(None)
             with self._lock:
+                if self._listener is not listener:  # cut while this one was connecting
+                    for s in (client, upstream):
+                        s.close()
+                    return
                 self._conns.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -67,7 +77,13 @@ class TcpProxy:
         except OSError:
             pass
         finally:
+            # Shut down before closing: close() alone neither wakes the other direction's
+            # thread blocked in recv() on these sockets nor sends a FIN while that recv holds
+            # the socket, so the peer would wait for a reply forever on a connection that is
+            # gone on the other side.
             for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     s.close()
             with self._lock:
