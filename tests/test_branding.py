@@ -484,8 +484,9 @@ def _shots(page: Any, name: str) -> None:
 @pytest.mark.browser
 def test_branded_pages_in_chromium(make_app, tmp_path):
     """Chromium renders the prompt (as a link and in the slide-in's frame), the thank-you
-    and the kiosk page with the logo loaded and the accent on the button and the chosen rating; the CSP
-    lets the style through (no console error); axe finds nothing at 1280 and 375 px."""
+    and the kiosk page with the logo loaded and the accent on the button and the chosen
+    rating; the CSP lets the style through (no console error); axe finds nothing at 1280 and
+    375 px."""
     from .conftest import free_port
     from .test_browser import chromium_serving
 
