@@ -613,8 +613,9 @@ def test_purge_deletes_old_answers_with_children(make_app, db_kind):
     ids = _retention_fixture(app, now)
     with app.app_context():
         before = _table_counts()
-        assert cron.purge(now) == {"short_links": 0, "responses": 2, "impressions": 2,
-                                   "webhook_deliveries": 2, "emails": 2, "outbox": 2}
+        assert cron.purge(now) == {"short_links": 0, "voice_notes": 0, "responses": 2,
+                                   "impressions": 2, "webhook_deliveries": 2, "emails": 2,
+                                   "outbox": 2}
         db.session.expire_all()
         assert set(db.session.scalars(select(Response.id))) == set(ids["new"])
         for model in (ResponseSku, Case):
@@ -626,9 +627,10 @@ def test_purge_deletes_old_answers_with_children(make_app, db_kind):
                            "webhook_deliveries": 2, "outbox": 2}
         assert _count(Outbox, Outbox.done_at.is_(None)) == 1
 
-        assert cron.purge(now.isoformat()) == {"short_links": 0, "responses": 0,
-                                               "impressions": 0, "webhook_deliveries": 0,
-                                               "emails": 0, "outbox": 0}
+        assert cron.purge(now.isoformat()) == {"short_links": 0, "voice_notes": 0,
+                                               "responses": 0, "impressions": 0,
+                                               "webhook_deliveries": 0, "emails": 0,
+                                               "outbox": 0}
         assert _table_counts() == after
 
 
