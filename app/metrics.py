@@ -10,7 +10,7 @@ from typing import NamedTuple, TypeVar
 from sqlalchemy import Select, case, func, or_, select
 
 from .extensions import db
-from .models import Case, Moment, Response, ResponseSku, VoiceNote
+from .models import Case, Moment, Response, ResponseSku
 
 NEGATIVE = ("detractor", "negative")
 POSITIVE = ("promoter", "positive")
@@ -103,11 +103,9 @@ def sample_comments(site_id: int, start: datetime, end: datetime, team: str | No
     out: list[Sample] = []
     for segments, n in ((NEGATIVE, negative), (POSITIVE, positive)):
         q = _scoped(select(Response.rating, Response.segment, Response.comment,
-                           VoiceNote.transcript)
-                    .outerjoin(VoiceNote, VoiceNote.response_id == Response.id),
-                    site_id, start, end, team).where(
+                           Response.transcript), site_id, start, end, team).where(
             Response.segment.in_(segments),
-            or_(Response.comment.is_not(None), VoiceNote.transcript.is_not(None)))
+            or_(Response.comment.is_not(None), Response.transcript.is_not(None)))
         for rating, segment, comment, transcript in db.session.execute(
                 q.order_by(Response.created_at.desc()).limit(n)):
             text = "\n\n".join(t for t in (comment, transcript) if t)

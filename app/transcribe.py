@@ -224,12 +224,6 @@ def note_of(response_id: int) -> VoiceNote | None:
     return db.session.scalar(select(VoiceNote).where(VoiceNote.response_id == response_id))
 
 
-def transcript_of(response_id: int) -> str | None:
-    """The transcript of an answer's voice note, when there is one."""
-    return db.session.scalar(select(VoiceNote.transcript)
-                             .where(VoiceNote.response_id == response_id))
-
-
 def wait_deadline(note: VoiceNote | None, answered_at: datetime) -> datetime | None:
     """Until when routing waits for this note's transcript; None when it need not wait."""
     if note is None or note.transcript_status != PENDING:
@@ -326,6 +320,11 @@ def _settle(note: VoiceNote | None, lang: str, engine: str | None, text: str | N
                 transcript_engine=engine, transcribed_at=utcnow())
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if response_id is not None and stored and text:
+        # the copy the inbox search reads; updated_at stays: the customer changed nothing
+        session.execute(update(Response).where(Response.id == response_id)
+                        .values(transcript=text, updated_at=Response.updated_at)
+                        .execution_options(synchronize_session=False))
     outbox.finish(TOPIC, note_id)
     if response_id is not None:
         _release_routing(response_id, late_text=bool(stored and text))

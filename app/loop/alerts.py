@@ -27,7 +27,6 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from .. import transcribe
 from ..extensions import db
 from ..models import (
     Case,
@@ -184,7 +183,7 @@ def critical_alert(case: Case, response: Response, moment: Moment, site: Site
     context = {"case": case, "response": response, "moment": moment, "team": aud.team,
                "case_url": notify.case_url(case.id), "fallback_reason": aud.reason,
                "fallback_team": case.team, "public_key": site.public_key,
-               "transcript": transcribe.transcript_of(response.id)}
+               "transcript": response.transcript}
     now = utcnow()
     if not response.verified and _flooded(site, case.team, now):
         _hold(site, case, ref, aud, context, now)
@@ -207,7 +206,7 @@ def reopened_alert(case: Case, response: Response, moment: Moment, site: Site,
                        {"case": case, "response": response, "moment": moment, "team": aud.team,
                         "case_url": notify.case_url(case.id), "fallback_reason": aud.reason,
                         "fallback_team": case.team, "public_key": site.public_key,
-                        "note": note, "transcript": transcribe.transcript_of(response.id)},
+                        "note": note, "transcript": response.transcript},
                        case_id=case.id)
     if out:
         _event(case, "alerted", aud, "reopened")

@@ -22,7 +22,7 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError
 
-from .. import jobs, transcribe
+from .. import jobs
 from ..extensions import db
 from ..jobs import outbox
 from ..models import (
@@ -119,7 +119,7 @@ def response_data(response: Response, moment_key: str) -> dict[str, Any]:
             "customer": response.customer_ref, "locale": response.locale,
             "has_voice": bool(response.has_voice),
             # what the voice note said, once transcribed (routing waits for it, bounded)
-            "transcript": transcribe.transcript_of(response.id) if response.has_voice else None,
+            "transcript": response.transcript,
             "created_at": response.created_at.isoformat()}
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import and_, case, exists, func, literal, or_, select
 
-from .. import transcribe
 from ..extensions import db
 from ..models import (
     Case,
@@ -163,7 +162,7 @@ def _alert_effects(c: Case, response: Response, moment: Moment, site: Site, stag
                        {"case": c, "response": response, "moment": moment, "stage": stage,
                         "due_at": due_at, "team": team, "alert": kind,
                         "case_url": notify.case_url(c.id),
-                        "transcript": transcribe.transcript_of(response.id)},
+                        "transcript": response.transcript},
                        case_id=c.id, template="sla_alert")
     if kind == "breach":
         data = {**notify.case_data(c, response, moment.key), "stage": stage,

@@ -183,6 +183,8 @@ class Response(db.Model):  # type: ignore[name-defined]
         # The inbox's search (comment ILIKE '%word%'): trigrams on PostgreSQL; SQLite scans.
         Index("ix_responses_comment_trgm", "comment", postgresql_using="gin",
               postgresql_ops={"comment": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_responses_transcript_trgm", "transcript", postgresql_using="gin",
+              postgresql_ops={"transcript": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -194,6 +196,10 @@ class Response(db.Model):  # type: ignore[name-defined]
     rating: Mapped[int] = mapped_column(Integer)
     segment: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
+    # The voice note's transcript, copied here when it is stored (app/transcribe.py) so the
+    # inbox search is one table's `comment ILIKE … OR transcript ILIKE …`, which PostgreSQL
+    # serves with both trigram indexes (migration d4a7f2c9e8b1 says why).
+    transcript: Mapped[str | None] = mapped_column(Text)
     channel: Mapped[str] = mapped_column(String(16))
     # Which store, till, agent or campaign of the channel (the token's `detail`).
     channel_detail: Mapped[str | None] = mapped_column(String(100))
@@ -254,12 +260,7 @@ class VoiceNote(db.Model):  # type: ignore[name-defined]
     in the answer's transaction, so an upload whose answer never committed is swept."""
 
     __tablename__ = "voice_notes"
-    __table_args__ = (
-        Index("ix_voice_notes_unclaimed", "claimed_at", "created_at"),
-        # The inbox's search reads transcripts like comments (ILIKE '%word%'): trigrams.
-        Index("ix_voice_notes_transcript_trgm", "transcript", postgresql_using="gin",
-              postgresql_ops={"transcript": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
-    )
+    __table_args__ = (Index("ix_voice_notes_unclaimed", "claimed_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
