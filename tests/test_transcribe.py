@@ -6,6 +6,7 @@ TRANSCRIPT_WAIT_SECONDS, and not at all when no engine serves the answer's langu
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -389,7 +390,9 @@ def test_inbox_search_and_digest_read_transcripts(make_app, db_kind, spoken) -> 
     lead = signed_in(app)
     with app.app_context():
         case_id = db.session.scalar(select(Case.id).where(Case.response_id == rid))
-    assert ids_on(lead.get("/admin/?q=REFUND").get_data(as_text=True)) == [case_id]
+    found = lead.get("/admin/?q=REFUND").get_data(as_text=True)
+    assert ids_on(found) == [case_id]
+    assert "(voice)</span> " + html.escape(state(app, rid)["transcript"]) in found
     assert len(ids_on(lead.get("/admin/?q=courier").get_data(as_text=True))) == 1
     rows = list(csv.DictReader(io.StringIO(lead.get("/admin/export.csv").get_data(
         as_text=True))))
