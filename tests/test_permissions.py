@@ -18,7 +18,8 @@ from .conftest import login, make_site, public_prompt
 PASSWORD = "a long enough password"
 
 # What issue 8 says each role may do, written out independently of ACTIONS.
-VIEW = {"responses.view", "cases.view"}
+# Reading an answer includes listening to its voice note (issue 9).
+VIEW = {"responses.view", "cases.view", "voice.play"}
 CASE_WORK = {"cases.acknowledge", "cases.assign", "cases.resolve", "cases.reopen",
              "cases.note", "cases.tag", "cases.priority", "templates.use"}
 EXPECTED = {
