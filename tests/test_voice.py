@@ -164,19 +164,24 @@ def test_refused_uploads_store_nothing(make_app, tmp_path, make_audio, status, r
 
 
 def test_client_file_name_is_never_used(make_app, tmp_path):
-    """A `../../x` file name: refused with the reason when the bytes are not audio, stored
-    under a random key when they are; nothing is ever written outside the media folder or
-    under the given name."""
+    """A file name that is a path (`../../x`, `a/b`, `..\\x`) is refused with the reason,
+    audio or not, and stores nothing; with the name a browser sends, the recording is stored
+    under a random key, never under the given name or outside the media folder."""
     app, site, media = voice_app(make_app, tmp_path)
     client = app.test_client()
     path = public_prompt(client, site, "checkout")
-    r = post(client, path, HTML, name="../../x", content_type="audio/webm")
-    assert r.status_code == 400 and 'id="voice-err"' in r.get_data(as_text=True)
-    assert counts(app) == (0, 0) and files(media) == []
-    r = post(client, path, speech_webm(), name="../../x", content_type="text/html")
+    for name, body in (("../../x", HTML), ("../../x", speech_webm()), ("a/b.webm", speech_webm()),
+                       ("..\\x.webm", speech_webm())):
+        r = post(client, path, body, name=name, content_type="audio/webm")
+        assert r.status_code == 400 and 'id="voice-err"' in r.get_data(as_text=True), name
+        j = post(client, path, body, name=name, as_json=True)
+        assert j.status_code == 400 and j.json["error"] in ("bad_name", "not_audio"), name
+        assert counts(app) == (0, 0) and files(media) == []
+    r = post(client, path, speech_webm(), name="voice.webm", content_type="text/html")
     assert r.status_code == 303
     stored = files(media)
-    assert len(stored) == 1 and stored[0].name != "x" and stored[0].parent.parent == media
+    assert len(stored) == 1 and stored[0].name != "voice.webm"
+    assert stored[0].parent.parent == media
     assert not any(p.name == "x" for p in tmp_path.parent.rglob("x"))
     with app.app_context():
         note = db.session.scalars(select(VoiceNote)).one()

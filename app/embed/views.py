@@ -357,7 +357,7 @@ def _prompt(token: str) -> ResponseReturnValue:
     audio_bytes = upload.stream.read() if upload is not None else b""
     note = None
     if audio_bytes and not responses.answered(p):  # a repeat's upload is not judged again
-        staged = _stage_voice(p, token, audio_bytes)
+        staged = _stage_voice(p, token, audio_bytes, upload.filename if upload else None)
         if isinstance(staged, tuple):
             return _voice_refused(p, token, parent, as_json, *staged)
         note = staged
@@ -394,12 +394,24 @@ _VOICE_OFF = _l("This question does not take voice notes. Please send your answe
                 "one.")
 _VOICE_QUOTA = _l("Too many voice notes were sent from here. Please try again later, or send "
                   "your answer without one.")
+_VOICE_BAD_NAME = _l("This voice note could not be taken. Please record it again, or send "
+                     "your answer without it.")
 _VOICE_UNAVAILABLE = _l("We could not save your voice note just now. Please try again in a "
                         "moment, or send your answer without it.")
 
 
-def _stage_voice(p: prompts.Prompt, token: str,
-                 data: bytes) -> VoiceNote | tuple[int, str, str, int]:
+def _tampered_name(name: str | None) -> bool:
+    """A file name no browser sends for a recording: a path ("../../x", "a/b", "C:\\x"),
+    a control character. The name is never used (a random key is); such a request is
+    refused as what it is, not taken."""
+    if not name:
+        return False
+    return (any(c in name for c in "/\\") or ".." in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name))
+
+
+def _stage_voice(p: prompts.Prompt, token: str, data: bytes,
+                 name: str | None = None) -> VoiceNote | tuple[int, str, str, int]:
     """The upload judged, stored and recorded unclaimed (app/voice.py), or why not:
     (status, code, customer-facing message, Retry-After). Counts against the voice quotas
     first."""
@@ -407,6 +419,8 @@ def _stage_voice(p: prompts.Prompt, token: str,
 
     if not p.moment.voice_enabled:
         return 400, "voice_disabled", str(_VOICE_OFF), 0
+    if _tampered_name(name):
+        return 400, "bad_name", str(_VOICE_BAD_NAME), 0
     wait = voice.quota_wait(client_address(), token)
     if wait:
         return 429, "too_many", str(_VOICE_QUOTA), wait
