@@ -6,6 +6,7 @@ here. The admin stays English whatever the browser asks for."""
 
 from __future__ import annotations
 
+import io
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from babel.messages.extract import extract_from_file
 from babel.messages.pofile import read_po
 from flask import render_template
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app import i18n
 from app.extensions import db
@@ -116,9 +117,11 @@ class _Text(HTMLParser):
             self.lang = a.get("lang")
         if tag in ("script", "style"):
             self._skip += 1
-        for name in ("aria-label", "title", "placeholder", "alt"):
-            if a.get(name):
-                self.chunks.append(a[name].strip())
+        for name, value in a.items():
+            # Labelling attributes, and the data-l-* texts a script shows (voice.js).
+            if value and (name in ("aria-label", "title", "placeholder", "alt")
+                          or name.startswith("data-l-")):
+                self.chunks.append(value.strip())
 
     def handle_endtag(self, tag):
         if tag in ("script", "style"):
@@ -160,6 +163,14 @@ def _pages(app, site: Site, lang: str) -> dict[str, str]:
         r = client.post(f"/p/{token}", data={"comment": "x"})
         assert r.status_code == 400
         pages[f"no-rating-{m.scale}-{key}"] = r.get_data(as_text=True)
+        if m.voice_enabled:  # the recorder's texts, and a voice note refused for its bytes
+            assert "data-voice" in page
+            r = client.post(f"/p/{token}", data={
+                "rating": "2", "voice": (io.BytesIO(b"<html><script>x</script></html>"),
+                                         "voice.webm", "audio/webm")},
+                content_type="multipart/form-data")
+            assert r.status_code == 400 and 'id="voice-err"' in r.get_data(as_text=True)
+            pages[f"voice-refused-{key}"] = r.get_data(as_text=True)
     token = verified_token(site, moment="delivery", locale=lang, customer="c-2", order="o-2")
     r = client.get(f"/p/{token}?rating=9")
     assert r.status_code == 200
@@ -204,12 +215,16 @@ def test_pages_have_no_english_left(make_app, lang):
         db.session.add(Moment(site_id=site.id, key="m-own", scale="csat", question="How was it?",
                               questions={"tr": "Nasıldı?", "ru": "Как всё прошло?",
                                          "et": "Kuidas läks?"}))
+        # Voice notes on one moment: the recorder and its refusals are on the pages too.
+        db.session.execute(update(Moment).where(Moment.site_id == site.id,
+                                                Moment.key == "checkout")
+                           .values(voice_enabled=True))
         db.session.commit()
     sources = sorted({k[0] if isinstance(k, tuple) else k for k in customer_messages()}
                      | {k[1] for k in customer_messages() if isinstance(k, tuple)})
     pages = _pages(app, site, lang)
-    assert {"prompt-ces", "prompt-csat", "prompt-nps", "prompt-thumbs", "prompt-emoji"} <= set(
-        pages)
+    assert {"prompt-ces", "prompt-csat", "prompt-nps", "prompt-thumbs", "prompt-emoji",
+            "voice-refused-checkout"} <= set(pages)
     leftovers = {}
     for name, html in pages.items():
         parser = _Text()
@@ -223,6 +238,8 @@ def test_pages_have_no_english_left(make_app, lang):
         assert "Tell us more" in leftovers["prompt-csat"]
         assert "Please choose a rating." in leftovers["no-rating-nps-delivery"]
         assert "How was it?" in leftovers["prompt-csat-m-own"]
+        assert "Or leave a voice note" in leftovers["prompt-ces-checkout"]
+        assert "Voice note deleted." in leftovers["prompt-ces-checkout"]  # a script's text
     else:
         assert not leftovers, leftovers
 
