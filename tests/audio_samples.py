@@ -60,6 +60,16 @@ def tone_wav(seconds: float, *, rate: int = 16000, freq: float = 440.0) -> bytes
     return out.getvalue()
 
 
+def _transcode(src, dst, stream, resampler) -> None:
+    """Every audio frame of `src` resampled, encoded on `stream` and muxed into `dst`,
+    then the resampler's and the encoder's last frames."""
+    for frame in [*src.decode(audio=0), None]:
+        for chunk in resampler.resample(frame):
+            chunk.pts = None
+            dst.mux(stream.encode(chunk))
+    dst.mux(stream.encode(None))
+
+
 def encode(wav_bytes: bytes, kind: str) -> bytes:
     """Re-encode a WAV into one of FORMATS (PyAV's bundled FFmpeg encoders)."""
     muxer, codec, rate = FORMATS[kind]
@@ -72,14 +82,7 @@ def encode(wav_bytes: bytes, kind: str) -> bytes:
         stream.codec_context.bit_rate = 64_000
         resampler = av.AudioResampler(format=stream.codec_context.format.name,
                                       layout="mono", rate=rate)
-        for frame in src.decode(audio=0):
-            for chunk in resampler.resample(frame):
-                chunk.pts = None
-                dst.mux(stream.encode(chunk))
-        for chunk in resampler.resample(None):
-            chunk.pts = None
-            dst.mux(stream.encode(chunk))
-        dst.mux(stream.encode(None))
+        _transcode(src, dst, stream, resampler)
     return out.getvalue()
 
 
@@ -119,14 +122,7 @@ def mediarecorder_webm(wav_bytes: bytes) -> bytes:
             av.open(pipe, "w", format="webm", options={"live": "1"}) as dst:
         stream = dst.add_stream("libopus", rate=48000, layout="mono")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
-        for frame in src.decode(audio=0):
-            for chunk in resampler.resample(frame):
-                chunk.pts = None
-                dst.mux(stream.encode(chunk))
-        for chunk in resampler.resample(None):
-            chunk.pts = None
-            dst.mux(stream.encode(chunk))
-        dst.mux(stream.encode(None))
+        _transcode(src, dst, stream, resampler)
     data = pipe.data
     pos = 0
     while pos < len(data):

@@ -49,10 +49,11 @@ def sign_in(page, base: str, email: str, password: str) -> None:
 
 
 @contextlib.contextmanager
-def chromium_serving(app, port: int) -> Iterator[tuple[Any, str]]:
-    """`app` served on 127.0.0.1:`port` in a thread and a headless Chromium: yields
-    (browser, base URL). The shared frame of the admin and page tests that need their own
-    app (skips on laptops without Chromium or Playwright; fails in CI)."""
+def chromium_serving(app, port: int, args: tuple[str, ...] = ()) -> Iterator[tuple[Any, str]]:
+    """`app` served on 127.0.0.1:`port` in a thread and a headless Chromium (with `args` on
+    its command line): yields (browser, base URL). The shared frame of the admin and page
+    tests that need their own app (skips on laptops without Chromium or Playwright; fails in
+    CI)."""
     need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
     try:
         from playwright.sync_api import sync_playwright
@@ -61,7 +62,7 @@ def chromium_serving(app, port: int) -> Iterator[tuple[Any, str]]:
     server = wsgi_server(app, port)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox"])
+                                     args=["--no-sandbox", *args])
         try:
             with serving(server) as base:
                 yield browser, base

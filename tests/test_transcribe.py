@@ -9,13 +9,17 @@ import csv
 import html
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import uuid
 import wave
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,6 +38,8 @@ from app.transcribe import HttpEngine, PocketsphinxEngine, TranscriptionError
 
 from .audio_samples import SENTENCE, encode, speak
 from .conftest import make_site, run_worker, verified_token
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SUPPORT = "support-team@shop.example"
 
@@ -256,6 +262,29 @@ def test_spoken_refund_routes_like_a_typed_one(make_app, db_kind, redis_url, smt
         assert transcribe.transcribe_note(note_id) == "already done"
     run_worker(app)
     assert state(app, voiced) == said and len(box.to(SUPPORT)) == 2
+
+
+def test_the_forking_worker_transcribes_and_routes(make_app, pg_url, redis_url, tmp_path,
+                                                   spoken) -> None:
+    """Production's path: the shipped forking `flask worker` (configured only by its
+    environment; the recogniser loaded before the fork, used in the work horse) transcribes a
+    voice note and routes the answer critical on the spoken word."""
+    media = tmp_path / "media"
+    app = make_app("postgres", REDIS_URL=redis_url, STORAGE_URL=f"file://{media}")
+    site = voice_site(app)
+    voiced = answer_with_voice(app, app.test_client(), site, 4, spoken)
+    env = {**os.environ, "SECRET_KEY": "test-secret-key", "DATABASE_URL": pg_url,
+           "REDIS_URL": redis_url, "CLOSELOOP_STORAGE_URL": f"file://{media}",
+           "CLOSELOOP_PUBLIC_BASE_URL": "http://localhost",
+           "CLOSELOOP_INSTANCE_PATH": str(tmp_path / "instance")}
+    out = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "worker", "--burst"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    said = state(app, voiced)
+    assert said["status"] == "done" and said["engine"] == "pocketsphinx", out.stderr[-3000:]
+    assert {"refund", "broken"} & set(words(said["transcript"]))
+    assert said["routed"] and said["priority"] == "critical"
+    assert "critical-words" in said["tags"]
 
 
 def test_no_engine_for_the_language_routes_at_once(make_app, redis_url, spoken) -> None:

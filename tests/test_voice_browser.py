@@ -10,7 +10,6 @@ import array
 import contextlib
 import io
 import logging
-import os
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,6 @@ from app.extensions import db
 from app.models import Case, Moment, Response, VoiceNote
 
 from .conftest import free_port, make_site, need, public_prompt, run_worker
-from .live_server import serving, wsgi_server
 from .test_browser import CHROMIUM, SHOTS, TIMEOUT, host, shop_page, sign_in  # noqa: F401
 from .test_inbox import PASSWORD, member
 
@@ -66,23 +64,14 @@ def mic_wav(path: Path) -> Path:
 def fake_mic_chromium(app, port: int, wav: Path) -> Iterator[tuple[Any, str]]:
     """`app` served on 127.0.0.1:`port` and a headless Chromium whose microphone plays `wav`
     (permission granted without a prompt; media may play without a gesture)."""
-    need("Chromium", os.path.exists(CHROMIUM), f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need("Playwright", False, "the playwright package is not installed")
-    server = wsgi_server(app, port)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    from .test_browser import chromium_serving
+
+    with chromium_serving(app, port, (
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             # %noloop: the sentence is said once, from the start of the capture, then silence.
             f"--use-file-for-fake-audio-capture={wav}%noloop",
-            "--autoplay-policy=no-user-gesture-required"])
-        try:
-            with serving(server) as base:
-                yield browser, base
-        finally:
-            browser.close()
+            "--autoplay-policy=no-user-gesture-required")) as served:
+        yield served
 
 
 def voice_on(app, site, on: bool = True) -> None:
